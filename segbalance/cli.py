@@ -25,14 +25,14 @@ SUBCOMMANDS = [
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="segbalance",
-        description="Class-imbalance losses, nnU-Net v2 trainers, preprocessing and evaluation for 3D CT/MRI.",
+        description="Class-imbalance losses, nnU-Net v2 trainers, preprocessing, evaluation for 3D CT/MRI.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in SUBCOMMANDS:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name == module_name:  # sub-command not part of this build
+            if exc.name and module_name.startswith(exc.name):  # sub-command not part of this build
                 continue
             raise
         module.register(sub)

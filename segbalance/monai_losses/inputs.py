@@ -26,7 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Prepared", "prepare", "check_logits", "float32_math", "float32_loss", "reduce_voxels", "reduce_classes"]
+__all__ = [
+    "Prepared",
+    "prepare",
+    "check_logits",
+    "float32_math",
+    "float32_loss",
+    "reduce_voxels",
+    "reduce_classes",
+]
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -187,7 +195,7 @@ def prepare(
             x = torch.cat([torch.zeros_like(x), x], dim=1)
         if is_label_map:
             if target.shape[1] != 1:
-                raise ValueError(f"target must have 1 channel as a label map, got shape {tuple(target.shape)}")
+                raise ValueError(f"target must have 1 channel as a label map, got {tuple(target.shape)}")
             if target.is_floating_point():
                 if not bool(torch.isfinite(target).all()) or bool((target != target.round()).any()):
                     raise ValueError("target label map must hold integer class indices")

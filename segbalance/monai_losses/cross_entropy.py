@@ -6,7 +6,6 @@ they differ in the class weights ``w`` and in which voxels count.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from segbalance.monai_losses.base import SegLoss

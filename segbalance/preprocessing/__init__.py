@@ -1,0 +1,28 @@
+"""Preprocessing: read MHD/MHA, NRRD, NIfTI and DICOM series with geometry; check image/label pairs;
+convert to nnU-Net v2 raw datasets, 2D slices or 3D patches; MONAI transforms for ``Compose``.
+
+Heavy modules (MONAI transforms, converters) are imported on first use.
+"""
+
+from segbalance.preprocessing.io import Volume, case_id, read_volume, write_volume
+
+__all__ = [
+    "Volume", "read_volume", "write_volume", "case_id",
+    "convert_to_nnunet", "convert_to_slices", "convert_to_patches", "find_cases", "load_case",
+    "LoadVolumed", "VolumeToSlicesd", "VolumeToPatchesd", "LabelProportionsd",
+]
+
+_LAZY = {
+    "convert_to_nnunet": "nnunet", "convert_to_slices": "slices", "convert_to_patches": "patches",
+    "find_cases": "pairing", "load_case": "pairing",
+    "LoadVolumed": "transforms", "VolumeToSlicesd": "transforms", "VolumeToPatchesd": "transforms",
+    "LabelProportionsd": "transforms",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"segbalance.preprocessing.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'segbalance.preprocessing' has no attribute {name!r}")

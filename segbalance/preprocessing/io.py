@@ -1,0 +1,282 @@
+"""Read and write 3D volumes with their geometry: NIfTI, MHD/MHA (+RAW), NRRD and DICOM series.
+
+:class:`Volume` holds the voxel array in SimpleITK's numpy order ``(z, y, x)``, the ``spacing`` in that
+same array order ``(z, y, x)`` (mm), and ``origin`` / ``direction`` in ITK's physical LPS convention:
+``origin`` is ``(x, y, z)`` and ``direction`` the row-major 3x3 matrix whose *columns* are the physical
+directions of the ITK axes ``i, j, k`` (= array axes ``x, y, z``). Intensities are in real units
+(DICOM rescale slope/intercept applied, so CT is in HU).
+
+Writing is atomic: the file is written under a temporary name in the destination folder and moved into
+place with :func:`os.replace`, so an interrupted run never leaves a half-written volume behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+__all__ = [
+    "Volume",
+    "read_volume",
+    "write_volume",
+    "case_id",
+    "volume_format",
+    "VOLUME_EXTENSIONS",
+    "WRITABLE_EXTENSIONS",
+]
+
+# longest first so ".nii.gz" wins over ".gz"
+VOLUME_EXTENSIONS = (".nii.gz", ".nii", ".mhd", ".mha", ".nrrd", ".nhdr", ".dcm")
+WRITABLE_EXTENSIONS = (".nii.gz", ".nii", ".mhd", ".mha", ".nrrd")
+
+
+@dataclass
+class Volume:
+    """A 3D (or 2D) image with geometry.
+
+    Attributes:
+        array: voxels in SimpleITK numpy order ``(z, y, x)``.
+        spacing: voxel size in mm in the same order as ``array`` axes ``(z, y, x)``.
+        origin: physical position (mm, ITK LPS) of the first voxel, ``(x, y, z)``.
+        direction: row-major ``ndim x ndim`` direction cosines (ITK convention, columns = axes i, j, k).
+        path: the file or folder the volume was read from, if any.
+    """
+
+    array: np.ndarray
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...] = field(default=())
+    direction: tuple[float, ...] = field(default=())
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        nd = self.array.ndim
+        if nd not in (2, 3):
+            raise ValueError(f"Volume array must be 2D or 3D, got shape {self.array.shape}")
+        self.spacing = tuple(float(s) for s in self.spacing)
+        if len(self.spacing) != nd:
+            raise ValueError(f"spacing {self.spacing} must have one entry per array axis ({nd})")
+        if any(not np.isfinite(s) or s <= 0 for s in self.spacing):
+            raise ValueError(f"spacing must be positive and finite, got {self.spacing}")
+        self.origin = tuple(float(o) for o in self.origin) if len(self.origin) else (0.0,) * nd
+        self.direction = (
+            tuple(float(d) for d in np.asarray(self.direction).ravel())
+            if len(self.direction)
+            else tuple(np.eye(nd).ravel().tolist())
+        )
+        if len(self.origin) != nd or len(self.direction) != nd * nd:
+            raise ValueError(
+                f"origin {self.origin} / direction {self.direction} do not match a {nd}D array"
+            )
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    @property
+    def direction_matrix(self) -> np.ndarray:
+        nd = self.array.ndim
+        return np.asarray(self.direction, dtype=np.float64).reshape(nd, nd)
+
+    def to_sitk(self) -> sitk.Image:
+        """SimpleITK image with the same voxels and geometry (ITK spacing is ``(x, y, z)``)."""
+        image = sitk.GetImageFromArray(np.ascontiguousarray(self.array))
+        image.SetSpacing(tuple(reversed(self.spacing)))
+        image.SetOrigin(self.origin)
+        image.SetDirection(self.direction)
+        return image
+
+    @classmethod
+    def from_sitk(cls, image: sitk.Image, path: str | os.PathLike | None = None) -> Volume:
+        if image.GetNumberOfComponentsPerPixel() != 1:
+            raise ValueError(
+                f"{path or 'image'}: {image.GetNumberOfComponentsPerPixel()}-component (vector/RGB) pixels "
+                "are not supported; expected a scalar volume"
+            )
+        return cls(
+            array=sitk.GetArrayFromImage(image),
+            spacing=tuple(reversed(image.GetSpacing())),
+            origin=image.GetOrigin(),
+            direction=image.GetDirection(),
+            path=Path(path) if path is not None else None,
+        )
+
+    def with_array(self, array: np.ndarray) -> Volume:
+        """Same geometry, new voxels (must have the same shape)."""
+        if array.shape != self.array.shape:
+            raise ValueError(f"array shape {array.shape} differs from the volume's {self.array.shape}")
+        return Volume(array, self.spacing, self.origin, self.direction, self.path)
+
+
+def volume_format(path: str | os.PathLike) -> str:
+    """The format extension of ``path`` (``".nii.gz"``, ``".mhd"``, ...; ``"dicom"`` for a folder)."""
+    p = Path(path)
+    if p.is_dir():
+        return "dicom"
+    name = p.name.lower()
+    for ext in VOLUME_EXTENSIONS:
+        if name.endswith(ext):
+            return ext
+    return p.suffix.lower()
+
+
+def case_id(path: str | os.PathLike) -> str:
+    """File name without its format extension (``case_01.nii.gz`` -> ``case_01``); folder name for DICOM."""
+    p = Path(path)
+    fmt = volume_format(p)
+    if fmt == "dicom" or not p.name.lower().endswith(fmt):
+        return p.name
+    return p.name[: len(p.name) - len(fmt)]
+
+
+def _check_mhd_data_file(path: Path) -> None:
+    """An MHD header must point at an existing data file of the right size (ITK's error is vague)."""
+    header: dict[str, str] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        if "=" in line:
+            key, value = line.split("=", 1)
+            header[key.strip()] = value.strip()
+    data = header.get("ElementDataFile")
+    if data is None:
+        raise ValueError(f"{path}: MHD header has no ElementDataFile entry")
+    if data == "LOCAL" or data.startswith("LIST") or "%" in data:
+        return
+    data_path = path.parent / data
+    if not data_path.exists():
+        raise FileNotFoundError(f"{path}: its data file {data_path} (ElementDataFile) does not exist")
+    compressed = header.get("CompressedData", "False").lower() == "true"
+    if compressed:
+        return
+    sizes = {"MET_UCHAR": 1, "MET_CHAR": 1, "MET_USHORT": 2, "MET_SHORT": 2, "MET_UINT": 4, "MET_INT": 4,
+             "MET_FLOAT": 4, "MET_DOUBLE": 8, "MET_ULONG": 8, "MET_LONG": 8, "MET_ULONG_LONG": 8,
+             "MET_LONG_LONG": 8}
+    try:
+        dims = [int(v) for v in header["DimSize"].split()]
+        nbytes = sizes[header["ElementType"]] * int(header.get("ElementNumberOfChannels", "1"))
+    except (KeyError, ValueError):
+        return  # let ITK report it
+    expected = int(np.prod(dims)) * nbytes
+    actual = data_path.stat().st_size
+    if actual < expected:
+        raise ValueError(
+            f"{data_path}: truncated data file, {actual} bytes but header {path.name} needs {expected} "
+            f"(DimSize {dims}, {header['ElementType']})"
+        )
+
+
+def _gzip_payload_size(path: Path, expected: int) -> int:
+    """Uncompressed size of a gzip file: the ISIZE trailer when it matches ``expected`` (mod 2**32), else
+    an exact count by streaming (multi-member files, or a truncated file whose last bytes are not a
+    trailer)."""
+    import gzip
+    import zlib
+
+    with open(path, "rb") as f:
+        f.seek(-4, os.SEEK_END)
+        isize = int.from_bytes(f.read(4), "little")
+    if isize == expected % 2**32:
+        return expected
+    total = 0
+    try:
+        with gzip.open(path, "rb") as g:
+            while chunk := g.read(1 << 22):
+                total += len(chunk)
+    except (EOFError, OSError, zlib.error):
+        pass  # truncated stream: report what could be decompressed
+    return total
+
+
+def _check_nifti_size(path: Path, fmt: str) -> None:
+    """SimpleITK reads a truncated NIfTI without complaint (the missing voxels come back as zeros), so
+    compare the data size the header promises with what the file holds."""
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+        header, offset = image.header, int(image.dataobj.offset)
+    except Exception as exc:
+        raise ValueError(f"{path}: unreadable NIfTI header ({exc})") from None
+    n_voxels = int(np.prod(header.get_data_shape(), dtype=np.int64))
+    expected = offset + n_voxels * header.get_data_dtype().itemsize
+    actual = path.stat().st_size if fmt == ".nii" else _gzip_payload_size(path, expected)
+    if actual < expected:
+        raise ValueError(f"{path}: unreadable or truncated {fmt} file: holds {actual} bytes of image data "
+                         f"and header, the header needs {expected}")
+
+
+def read_volume(
+    path: str | os.PathLike,
+    series_uid: str | None = None,
+    *,
+    check_spacing_tolerance: float = 0.01,
+) -> Volume:
+    """Read a volume with its geometry.
+
+    Args:
+        path: a ``.nii``/``.nii.gz``, ``.mhd``/``.mha``, ``.nrrd``/``.nhdr`` or ``.dcm`` file, or a folder
+            holding one (or several) DICOM series.
+        series_uid: for a DICOM folder with several series, the ``SeriesInstanceUID`` to read.
+        check_spacing_tolerance: relative tolerance on slice-spacing uniformity of a DICOM series.
+
+    Raises:
+        FileNotFoundError: ``path`` (or an MHD data file) does not exist.
+        ValueError: unreadable or truncated file, unsupported format, ambiguous or gapped DICOM series.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file or folder")
+    fmt = volume_format(p)
+    if fmt == "dicom":
+        from segbalance.preprocessing.dicom import read_dicom_series
+
+        return read_dicom_series(p, series_uid=series_uid, spacing_tolerance=check_spacing_tolerance)
+    if fmt == ".dcm":
+        from segbalance.preprocessing.dicom import read_dicom_file
+
+        return read_dicom_file(p)
+    if fmt not in VOLUME_EXTENSIONS:
+        raise ValueError(f"{p}: unsupported volume format {fmt!r}; expected one of {VOLUME_EXTENSIONS} "
+                         "or a DICOM folder")
+    if p.stat().st_size == 0:
+        raise ValueError(f"{p}: empty file")
+    if fmt == ".mhd":
+        _check_mhd_data_file(p)
+    elif fmt in (".nii", ".nii.gz"):
+        _check_nifti_size(p, fmt)
+    try:
+        image = sitk.ReadImage(str(p))
+    except RuntimeError as exc:
+        msg = str(exc).strip().splitlines()
+        detail = next((m for m in reversed(msg) if m.strip()), "")
+        raise ValueError(f"{p}: unreadable or truncated {fmt} file ({detail.strip()})") from None
+    return Volume.from_sitk(image, p)
+
+
+def write_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = True) -> Path:
+    """Write ``volume`` to ``path`` atomically (temp file in the same folder, then :func:`os.replace`).
+
+    The format follows the extension (:data:`WRITABLE_EXTENSIONS`). ``.mhd`` writes the header and a
+    ``.raw`` (``.zraw`` when compressed) data file next to it. Returns the written path.
+    """
+    p = Path(path)
+    fmt = volume_format(p) if not p.is_dir() else "dicom"
+    if fmt not in WRITABLE_EXTENSIONS:
+        raise ValueError(f"{p}: cannot write format {fmt!r}; expected one of {WRITABLE_EXTENSIONS}")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    image = volume.to_sitk()
+    use_compression = compress and fmt in (".nii.gz", ".mha", ".mhd", ".nrrd")
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent))
+    try:
+        tmp_path = tmpdir / p.name
+        sitk.WriteImage(image, str(tmp_path), use_compression)
+        # data files first (MHD's .raw/.zraw), header last: a reader never sees a header without data
+        for written in sorted(tmpdir.iterdir(), key=lambda f: f.name == p.name):
+            os.replace(written, p.parent / written.name)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return p

@@ -1,0 +1,171 @@
+"""Export paired volumes as an nnU-Net v2 raw dataset.
+
+Layout written (nnU-Net v2 ``dataset_format.md``)::
+
+    DST/DatasetXXX_Name/imagesTr/<case>_0000<file_ending>   one file per channel
+    DST/DatasetXXX_Name/labelsTr/<case><file_ending>
+    DST/DatasetXXX_Name/imagesTs/<case>_0000<file_ending>   cases without a label
+    DST/DatasetXXX_Name/dataset.json                        channel_names, labels, numTraining, file_ending
+
+nnU-Net has no reader for ``.mhd`` (and forcing ``SimpleITKIO`` on it loses the ``.raw`` data files when
+nnU-Net copies images around), so every case is written in one ``file_ending``: ``.nii.gz`` (default)
+or ``.mha``/``.nrrd``. Label values are remapped to the consecutive integers nnU-Net requires: with a
+label map ``0=background,1=organ,255=lesion`` the source value 255 becomes 2; without one, the source
+values must already be ``0..K-1`` and are named ``label_<k>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from segbalance.preprocessing.io import write_volume
+from segbalance.preprocessing.pairing import Case, CaseError, find_cases, load_case
+from segbalance.preprocessing.runs import ConversionReport, OutputFolder, atomic_write_text, run_cases
+
+__all__ = ["parse_label_map", "dataset_folder_name", "convert_case_to_nnunet", "convert_to_nnunet"]
+
+NNUNET_FILE_ENDINGS = (".nii.gz", ".mha", ".nrrd", ".nii")
+
+
+def parse_label_map(text: str | None) -> dict[int, str] | None:
+    """``"0=background,1=organ,2=lesion"`` -> ``{0: "background", 1: "organ", 2: "lesion"}``."""
+    if text is None or text == "":
+        return None
+    out: dict[int, str] = {}
+    for item in text.split(","):
+        if "=" not in item:
+            raise ValueError(f"label_map item {item!r} must look like VALUE=NAME (e.g. 0=background,1=organ)")
+        value, name = (s.strip() for s in item.split("=", 1))
+        try:
+            key = int(value)
+        except ValueError:
+            raise ValueError(f"label_map value {value!r} in {item!r} is not an integer") from None
+        if key in out or name in out.values() or not name:
+            raise ValueError(f"label_map {text!r}: duplicate or empty entry {item!r}")
+        out[key] = name
+    if 0 not in out:
+        raise ValueError(f"label_map {text!r} must name the background value 0")
+    return out
+
+
+def dataset_folder_name(dataset_id: int, name: str) -> str:
+    if not 1 <= int(dataset_id) <= 999:
+        raise ValueError(f"dataset_id must be in 1..999, got {dataset_id}")
+    if not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
+        raise ValueError(f"dataset name {name!r} may only hold letters, digits, '_' and '-'")
+    return f"Dataset{int(dataset_id):03d}_{name}"
+
+
+def _label_dtype(n_labels: int) -> type:
+    return np.uint8 if n_labels <= 255 else np.uint16
+
+
+def convert_case_to_nnunet(case: Case, dataset_dir: str, file_ending: str,
+                           label_map: dict[int, str] | None) -> dict:
+    """Read, check and write one case; returns the resume record (outputs + label values found)."""
+    dataset_dir = Path(dataset_dir)
+    known = set(label_map) if label_map else None
+    images, label = load_case(case, known)
+    img_dir = "imagesTr" if case.split == "train" else "imagesTs"
+    outputs = []
+    for channel, image in enumerate(images):
+        rel = f"{img_dir}/{case.case_id}_{channel:04d}{file_ending}"
+        write_volume(image, dataset_dir / rel)
+        outputs.append(rel)
+    values: list[int] = []
+    if label is not None:
+        arr = label.array
+        values = sorted(int(v) for v in np.unique(arr))
+        if label_map:
+            lut = np.zeros(max(label_map) + 1, dtype=np.int64)
+            for new, old in enumerate(sorted(label_map)):
+                lut[old] = new
+            arr = lut[arr]
+        elif values and values[-1] > 255 * 255:
+            raise CaseError(f"{case.label}: label value {values[-1]} too large; give a label map")
+        n = len(label_map) if label_map else (values[-1] + 1 if values else 1)
+        rel = f"labelsTr/{case.case_id}{file_ending}"
+        write_volume(label.with_array(arr.astype(_label_dtype(n))), dataset_dir / rel)
+        outputs.append(rel)
+    return {"outputs": outputs, "label_values": values,
+            "split": case.split, "n_channels": len(images)}
+
+
+def convert_to_nnunet(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    dataset_id: int,
+    name: str,
+    *,
+    channel_names: list[str] | None = None,
+    label_map: str | dict[int, str] | None = None,
+    file_ending: str = ".nii.gz",
+    jobs: int = 1,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> ConversionReport:
+    """Convert the cases under ``src`` into ``dst/DatasetXXX_Name`` (nnU-Net v2 raw format).
+
+    Args:
+        src: source folder (``images/`` + ``labels/`` or ``imagesTr/`` + ``labelsTr/``).
+        dst: the ``nnUNet_raw`` folder (or any folder) to create the dataset in.
+        dataset_id, name: make ``DatasetXXX_Name``.
+        channel_names: one name per image channel (default ``["CT"]`` per channel count).
+        label_map: ``{source_value: name}`` or ``"0=background,1=organ,2=lesion"``.
+        file_ending: ``.nii.gz`` (default), ``.mha``, ``.nrrd`` or ``.nii``.
+        jobs: worker processes; overwrite: rewrite finished cases and accept a foreign ``dst``.
+
+    Returns a :class:`ConversionReport`; ``dataset.json`` is written only when no case failed.
+    """
+    if file_ending not in NNUNET_FILE_ENDINGS:
+        raise ValueError(f"file_ending must be one of {NNUNET_FILE_ENDINGS}, got {file_ending!r} "
+                         "(nnU-Net cannot read .mhd; use .nii.gz or .mha)")
+    lmap = parse_label_map(label_map) if isinstance(label_map, str) or label_map is None else dict(label_map)
+    folder = dataset_folder_name(dataset_id, name)
+    cases = find_cases(src)
+    if not cases:
+        raise ValueError(f"{src}: no cases found")
+    n_channels = {len(c.images) for c in cases}
+    if len(n_channels) != 1:
+        raise ValueError(f"{src}: cases have different channel counts {sorted(n_channels)}")
+    n_ch = n_channels.pop()
+    if channel_names is None:
+        channel_names = ["CT"] if n_ch == 1 else [f"channel_{i}" for i in range(n_ch)]
+    if len(channel_names) != n_ch:
+        raise ValueError(f"channel_names {channel_names} must have one name per channel ({n_ch})")
+    out = OutputFolder(
+        Path(dst) / folder,
+        {"converter": "nnunet", "dataset": folder, "file_ending": file_ending,
+         "label_map": lmap, "channel_names": channel_names},
+        overwrite=overwrite, sources=[src],
+    )
+    dataset_dir = out.root
+    report = run_cases(cases, convert_case_to_nnunet, out, jobs=jobs, desc=f"nnunet {folder}",
+                       progress=progress, dataset_dir=str(dataset_dir), file_ending=file_ending,
+                       label_map=lmap)
+    if report.failed:
+        return report
+    train = [r for r in report.results if r.record and r.record.get("split") == "train"]
+    if lmap:
+        labels = {name_: new for new, (_, name_) in enumerate(sorted(lmap.items()))}
+    else:
+        seen = sorted({v for r in train for v in r.record["label_values"]} | {0})
+        if seen != list(range(len(seen))):
+            raise ValueError(f"{src}: label values {seen} are not consecutive 0..K-1; pass a label map "
+                             "(e.g. --label-map 0=background,1=organ,2=lesion) to remap them")
+        labels = {("background" if v == 0 else f"label_{v}"): v for v in seen}
+    dataset_json = {
+        "channel_names": {str(i): n for i, n in enumerate(channel_names)},
+        "labels": labels,
+        "numTraining": len(train),
+        "file_ending": file_ending,
+        "name": name,
+        "description": f"converted from {Path(src).resolve()} by segbalance convert nnunet",
+    }
+    atomic_write_text(dataset_dir / "dataset.json", json.dumps(dataset_json, indent=2))
+    return report

@@ -1,0 +1,175 @@
+"""Volume I/O: geometry and intensities survive every format; bad files give errors naming them."""
+
+from __future__ import annotations
+
+import gzip
+import re
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from segbalance.preprocessing.dicom import write_dicom_series
+from segbalance.preprocessing.io import Volume, case_id, read_volume, write_volume
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+if not REAL.is_dir():
+    REAL = Path("/work/shared/data/real")
+NIBABEL_DATA = Path(nib.__file__).parent / "tests" / "data"
+
+
+def oblique_direction(angle: float = 0.3) -> np.ndarray:
+    """Rotation about y then z: a proper (det = +1) oblique direction matrix."""
+    c, s = np.cos(angle), np.sin(angle)
+    ry = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+    rz = np.array([[np.cos(0.2), -np.sin(0.2), 0], [np.sin(0.2), np.cos(0.2), 0], [0, 0, 1]])
+    return rz @ ry
+
+
+@pytest.fixture
+def volume() -> Volume:
+    rng = np.random.default_rng(0)
+    array = rng.normal(40, 300, size=(5, 9, 11)).round().astype(np.float32)  # HU-like integers
+    return Volume(array, spacing=(2.5, 0.8, 0.7), origin=(10.5, -20.25, 30.0),
+                  direction=tuple(oblique_direction().ravel()))
+
+
+def assert_same_geometry(a: Volume, b: Volume, atol: float = 1e-5) -> None:
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a.spacing, b.spacing, rtol=1e-6)
+    np.testing.assert_allclose(a.origin, b.origin, atol=atol)
+    np.testing.assert_allclose(a.direction, b.direction, atol=atol)
+
+
+@pytest.mark.parametrize("ext", [".nii.gz", ".nii", ".mhd", ".mha", ".nrrd"])
+def test_round_trip_keeps_values_and_oblique_anisotropic_geometry(tmp_path, volume, ext):
+    path = write_volume(volume, tmp_path / f"case_01{ext}")
+    back = read_volume(path)
+    assert_same_geometry(volume, back)
+    np.testing.assert_array_equal(back.array, volume.array)
+    assert case_id(path) == "case_01"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp files left behind"
+
+
+def test_spacing_is_in_array_axis_order(tmp_path, volume):
+    """spacing[0] belongs to array axis 0 (z): ITK's x spacing is the last entry."""
+    image = volume.to_sitk()
+    assert image.GetSpacing() == pytest.approx((0.7, 0.8, 2.5))
+    assert image.GetSize() == (11, 9, 5)
+
+
+def test_nibabel_file_geometry_matches_nibabel_affine():
+    """nibabel's RAS affine, flipped to LPS, equals direction @ diag(spacing_xyz) and origin."""
+    path = NIBABEL_DATA / "anatomical.nii"
+    vol = read_volume(path)
+    img = nib.load(path)
+    lps = np.diag([-1, -1, 1, 1]) @ img.affine
+    np.testing.assert_allclose(vol.direction_matrix @ np.diag(vol.spacing[::-1]), lps[:3, :3], atol=1e-5)
+    np.testing.assert_allclose(vol.origin, lps[:3, 3], atol=1e-5)
+    np.testing.assert_allclose(vol.array.T, np.asarray(img.dataobj), atol=0)
+
+
+def test_pydicom_ct_small_is_read_in_hounsfield_units():
+    path = get_testdata_file("CT_small.dcm")
+    ds = pydicom.dcmread(path)
+    vol = read_volume(path)
+    hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    assert float(ds.RescaleIntercept) != 0  # the test needs a real rescale
+    np.testing.assert_allclose(vol.array[0], hu)
+    assert vol.spacing[1:] == pytest.approx([float(v) for v in ds.PixelSpacing])
+    assert vol.origin == pytest.approx([float(v) for v in ds.ImagePositionPatient])
+
+
+def test_dicom_series_sorted_by_position_with_oblique_orientation_and_rescale(tmp_path, volume):
+    # file names are shuffled and InstanceNumber runs backwards: only the position gives the order
+    write_dicom_series(volume, tmp_path / "series", rescale_slope=0.5, rescale_intercept=-1000.0,
+                       shuffle_names=True, seed=3)
+    back = read_volume(tmp_path / "series")
+    assert_same_geometry(volume, back, atol=1e-4)
+    np.testing.assert_allclose(back.array, volume.array, atol=1e-6)
+
+
+def test_dicom_folder_with_two_series_lists_uids_and_reads_the_chosen_one(tmp_path, volume):
+    write_dicom_series(volume, tmp_path / "mixed", series_uid="1.2.3.4")
+    other = volume.with_array(volume.array[:, :, ::-1].copy())
+    write_dicom_series(other, tmp_path / "mixed" / "b", series_uid="1.2.3.5")
+    with pytest.raises(ValueError, match=r"2 DICOM series.*1\.2\.3\.4.*1\.2\.3\.5"):
+        read_volume(tmp_path / "mixed")
+    chosen = read_volume(tmp_path / "mixed", series_uid="1.2.3.5")
+    np.testing.assert_allclose(chosen.array, other.array)
+    with pytest.raises(ValueError, match="no series with SeriesInstanceUID 9.9"):
+        read_volume(tmp_path / "mixed", series_uid="9.9")
+
+
+def test_dicom_series_gap_names_the_slice_after_the_gap(tmp_path, volume):
+    paths = write_dicom_series(volume, tmp_path / "gap")  # names slice_0000 ... in position order
+    paths[2].unlink()
+    with pytest.raises(ValueError, match=r"slice_0003\.dcm: gap in DICOM series.*5\.000 mm.*2\.500 mm"):
+        read_volume(tmp_path / "gap")
+
+
+def test_truncated_dicom_slice_is_named(tmp_path, volume):
+    paths = write_dicom_series(volume, tmp_path / "trunc")
+    data = paths[1].read_bytes()
+    paths[1].write_bytes(data[: len(data) - 40])
+    with pytest.raises(ValueError, match="slice_0001.dcm: unreadable or truncated"):
+        read_volume(tmp_path / "trunc")
+
+
+def test_truncated_mhd_raw_names_the_data_file(tmp_path, volume):
+    path = write_volume(volume, tmp_path / "case.mhd", compress=False)
+    raw = tmp_path / "case.raw"
+    raw.write_bytes(raw.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"case\.raw: truncated data file, 100 bytes"):
+        read_volume(path)
+    raw.unlink()
+    with pytest.raises(FileNotFoundError, match=r"case\.raw \(ElementDataFile\) does not exist"):
+        read_volume(path)
+
+
+@pytest.mark.parametrize("how", ["nii", "nii.gz recompressed", "nii.gz cut"])
+def test_truncated_nifti_is_named(tmp_path, volume, how):
+    """SimpleITK alone would read these and fill the missing voxels with zeros."""
+    ext = ".nii" if how == "nii" else ".nii.gz"
+    path = write_volume(volume, tmp_path / f"case{ext}")
+    raw = path.read_bytes()
+    if how == "nii":
+        path.write_bytes(raw[: len(raw) - 40])
+    elif how == "nii.gz recompressed":  # a valid gzip stream holding half the image
+        path.write_bytes(gzip.compress(gzip.decompress(raw)[: len(gzip.decompress(raw)) // 2]))
+    else:  # the compressed stream itself cut short
+        path.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ValueError, match=rf"case{re.escape(ext)}: unreadable or truncated"):
+        read_volume(path)
+
+
+def test_unreadable_and_missing_files(tmp_path):
+    junk = tmp_path / "junk.nrrd"
+    junk.write_bytes(b"this is not an image\n" * 10)
+    with pytest.raises(ValueError, match=r"junk\.nrrd: unreadable"):
+        read_volume(junk)
+    with pytest.raises(FileNotFoundError, match="nothing.nii.gz"):
+        read_volume(tmp_path / "nothing.nii.gz")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match="unsupported volume format '.txt'"):
+        read_volume(tmp_path / "notes.txt")
+    with pytest.raises(ValueError, match="cannot write format '.png'"):
+        write_volume(Volume(np.zeros((2, 2, 2)), (1, 1, 1)), tmp_path / "x.png")
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason="real data folder absent")
+def test_real_lung_ct_geometry_and_tiny_lesion():
+    image = read_volume(REAL / "lung1_image.nrrd")
+    label = read_volume(REAL / "lung1_label.nrrd")
+    assert image.shape == label.shape == (48, 512, 512)
+    assert image.spacing[0] == pytest.approx(5.0, rel=1e-3)
+    assert image.spacing[1] == image.spacing[2] == pytest.approx(0.57, abs=0.01)
+    np.testing.assert_allclose(np.abs(np.linalg.det(image.direction_matrix)), 1.0, atol=1e-6)
+    assert image.array.min() >= -1024 - 1 and image.array.max() <= 3071 + 1  # HU range
+    assert set(np.unique(label.array).tolist()) == {0, 1}
+    share = float((label.array == 1).mean())
+    assert 0 < share < 1e-4  # 837 voxels, 0.007 %
+    np.testing.assert_allclose(image.origin, label.origin, atol=1e-3)

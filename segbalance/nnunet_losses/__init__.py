@@ -1,0 +1,27 @@
+"""Adapters from segbalance losses to nnU-Net v2 conventions.
+
+Label-map targets, the ignore label, spacing per scale and deep supervision.
+
+>>> from segbalance.nnunet_losses import build_nnunet_loss
+>>> loss = build_nnunet_loss("ce", deep_supervision_scales=[[1, 1, 1], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]])
+>>> [round(float(w), 4) for w in loss.weight_factors]
+[0.6667, 0.3333, 0.0]
+"""
+
+from segbalance.nnunet_losses.adapter import (
+    ScaleAwareLoss,
+    accepts_spacing,
+    build_nnunet_loss,
+    check_not_regions,
+    loss_schedulers,
+)
+from segbalance.nnunet_losses.deep_supervision import deep_supervision_weights
+
+__all__ = [
+    "ScaleAwareLoss",
+    "accepts_spacing",
+    "build_nnunet_loss",
+    "check_not_regions",
+    "deep_supervision_weights",
+    "loss_schedulers",
+]

@@ -1,0 +1,246 @@
+"""Training-step throughput of every segbalance nnU-Net trainer against plain ``nnUNetTrainer``.
+
+GPU only (CUDA + fp16 autocast, nnU-Net's own ``train_step``): for each trainer whose loss is registered,
+one trainer is built in memory from a PlainConvUNet 3d_fullres plan (no dataset needed), its network,
+optimizer and ``_build_loss()``; the steps of all trainers are interleaved A B C … A B C on the same
+random batch, and iterations/s plus the ratio to ``nnUNetTrainer`` are reported.
+
+    python benchmarks/trainers.py                          # CUDA: patch 128³, batch 2, 3 classes
+    python benchmarks/trainers.py --patch 64 128 128 --steps 20
+    python benchmarks/trainers.py --cpu-distance           # CPU: per-step cost of on-the-fly distances
+
+``--cpu-distance`` times the deep-supervised boundary and HD-DT losses (signed distance maps of every
+scale's target computed in the step) against nnU-Net's ``DC_and_CE_loss`` on a CPU 2×3×64³ patch.
+Writes ``benchmarks/results/trainers-<device>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import environment, median, time_interleaved, write_json  # noqa: E402
+
+
+def plans(patch: list[int], batch_size: int) -> dict:
+    n = 6 if min(patch) >= 64 else 5
+    strides = [[1, 1, 1]] + [[2, 2, 2]] * (n - 1)
+    return {
+        "dataset_name": "Dataset999_Bench",
+        "plans_name": "nnUNetPlans",
+        "original_median_spacing_after_transp": [1.0, 1.0, 1.0],
+        "original_median_shape_after_transp": patch,
+        "image_reader_writer": "SimpleITKIO",
+        "transpose_forward": [0, 1, 2],
+        "transpose_backward": [0, 1, 2],
+        "configurations": {
+            "3d_fullres": {
+                "data_identifier": "nnUNetPlans_3d_fullres",
+                "preprocessor_name": "DefaultPreprocessor",
+                "batch_size": batch_size,
+                "patch_size": patch,
+                "median_image_size_in_voxels": patch,
+                "spacing": [1.0, 1.0, 1.0],
+                "normalization_schemes": ["CTNormalization"],
+                "use_mask_for_norm": [False],
+                "resampling_fn_data": "resample_data_or_seg_to_shape",
+                "resampling_fn_seg": "resample_data_or_seg_to_shape",
+                "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0},
+                "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0},
+                "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+                "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0},
+                "architecture": {
+                    "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+                    "arch_kwargs": {
+                        "n_stages": n,
+                        "features_per_stage": [min(32 * 2**i, 320) for i in range(n)],
+                        "conv_op": "torch.nn.modules.conv.Conv3d",
+                        "kernel_sizes": [[3, 3, 3]] * n,
+                        "strides": strides,
+                        "n_conv_per_stage": [2] * n,
+                        "n_conv_per_stage_decoder": [2] * (n - 1),
+                        "conv_bias": True,
+                        "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+                        "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+                        "dropout_op": None,
+                        "dropout_op_kwargs": None,
+                        "nonlin": "torch.nn.LeakyReLU",
+                        "nonlin_kwargs": {"inplace": True},
+                    },
+                    "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+                },
+                "batch_dice": True,
+            }
+        },
+        "experiment_planner_used": "ExperimentPlanner",
+        "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": {"0": {"mean": 0.0, "std": 1.0}},
+    }
+
+
+DATASET_JSON = {
+    "channel_names": {"0": "CT"},
+    "labels": {"background": 0, "organ": 1, "lesion": 2},
+    "numTraining": 1,
+    "file_ending": ".nii.gz",
+}
+
+
+def build_trainer(cls, plan: dict, device: torch.device):
+    p = copy.deepcopy(plan)
+    p["continue_training"] = False
+    trainer = cls(p, "3d_fullres", 0, copy.deepcopy(DATASET_JSON), device)
+    trainer.network = trainer.build_network_architecture(
+        trainer.plans_manager,
+        trainer.configuration_manager,
+        1,
+        trainer.label_manager.num_segmentation_heads,
+        True,
+    ).to(device)
+    trainer.optimizer, trainer.lr_scheduler = trainer.configure_optimizers()
+    trainer.loss = trainer._build_loss()
+    return trainer
+
+
+def make_batch(trainer, patch: list[int], batch_size: int, device: torch.device) -> dict:
+    g = torch.Generator(device="cpu").manual_seed(0)
+    data = torch.randn(batch_size, 1, *patch, generator=g)
+    target = torch.randint(0, 3, (batch_size, 1, *patch), generator=g).to(torch.int16)
+    targets = []
+    for scale in trainer._get_deep_supervision_scales():
+        shape = [round(s * f) for s, f in zip(patch, scale)]
+        targets.append(
+            torch.nn.functional.interpolate(target.float(), size=shape, mode="nearest").to(torch.int16)
+        )
+    return {"data": data.to(device), "target": [t.to(device) for t in targets]}
+
+
+def trainer_throughput(args) -> dict:
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    import segbalance.trainers as trainers
+    from segbalance.monai_losses import names
+
+    device = torch.device("cuda")
+    os.environ["nnUNet_compile"] = "false"
+    plan = plans(args.patch, args.batch_size)
+    registered = set(names())
+    chosen = {"nnUNetTrainer": nnUNetTrainer}
+    skipped = {}
+    for name, loss in trainers.TRAINER_LOSSES.items():
+        needed = {"compound": ["dfl", "dice"], "gdl_boundary": ["gdl_boundary", "gdl"]}.get(loss, [loss])
+        missing = [n for n in needed if n not in registered]
+        if missing:
+            skipped[name] = f"loss {missing} not registered"
+        else:
+            chosen[name] = getattr(trainers, name)
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["nnUNet_results"] = tmp
+        built = {name: build_trainer(cls, plan, device) for name, cls in chosen.items()}
+        batch = make_batch(built["nnUNetTrainer"], args.patch, args.batch_size, device)
+        fns = {name: (lambda t=t: t.train_step(batch)) for name, t in built.items()}
+        times = time_interleaved(fns, device, repeats=args.steps, warmup=2)
+    base = median(times["nnUNetTrainer"])
+    rows = {
+        name: {
+            "median_s": median(ts),
+            "iterations_per_s": 1 / median(ts),
+            "time_vs_nnUNetTrainer": median(ts) / base,
+        }
+        for name, ts in times.items()
+    }
+    for name, row in rows.items():
+        print(
+            f"{name:28s} {row['iterations_per_s']:7.2f} it/s  {row['time_vs_nnUNetTrainer']:5.2f}× step time"
+        )
+    return {
+        "patch": args.patch,
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "trainers": rows,
+        "skipped": skipped,
+    }
+
+
+def cpu_distance_cost(args) -> dict:
+    from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+    from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+
+    from segbalance.nnunet_losses import build_nnunet_loss, deep_supervision_weights
+
+    device = torch.device("cpu")
+    patch = [64, 64, 64]
+    scales = [[1, 1, 1], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25], [0.125, 0.125, 0.125]]
+    g = torch.Generator().manual_seed(0)
+    shapes = [[round(p * s) for p, s in zip(patch, sc)] for sc in scales]
+    logits = [torch.randn(2, 3, *s, generator=g, requires_grad=True) for s in shapes]
+    grid = torch.stack(torch.meshgrid(*[torch.arange(64.0)] * 3, indexing="ij"))
+    full = ((grid - 32).pow(2).sum(0) < 20**2).long() + ((grid - 36).pow(2).sum(0) < 4**2).long()
+    target = full[None, None].repeat(2, 1, 1, 1, 1).float()
+    targets = [
+        torch.nn.functional.interpolate(target, size=s, mode="nearest").to(torch.int16) for s in shapes
+    ]
+    losses = {
+        "nnunet DC_and_CE": DeepSupervisionWrapper(
+            DC_and_CE_loss(
+                {"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False},
+                {},
+                dice_class=MemoryEfficientSoftDiceLoss,
+            ),
+            deep_supervision_weights(len(scales)),
+        )
+    }
+    for name in ("boundary", "hd_dt"):
+        losses[name] = build_nnunet_loss(
+            name, deep_supervision_scales=scales, spacing=(2.5, 0.8, 0.8), patch_size=patch
+        )
+
+    def step(loss):
+        value = loss(logits, targets)
+        value.backward()
+
+    times = time_interleaved(
+        {k: (lambda v=v: step(v)) for k, v in losses.items()}, device, repeats=args.steps
+    )
+    base = median(times["nnunet DC_and_CE"])
+    rows = {
+        k: {"median_ms": 1e3 * median(v), "ratio_vs_DC_and_CE": median(v) / base} for k, v in times.items()
+    }
+    for k, row in rows.items():
+        print(f"{k:18s} {row['median_ms']:8.1f} ms  {row['ratio_vs_DC_and_CE']:6.2f}×")
+    return {"patch": [2, 3, *patch], "deep_supervision_scales": scales, "losses": rows}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patch", type=int, nargs=3, default=[128, 128, 128])
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--cpu-distance", action="store_true", help="CPU per-step cost of distance maps")
+    args = parser.parse_args(argv)
+    if args.cpu_distance:
+        result = {"environment": environment(torch.device("cpu")), "cpu_distance": cpu_distance_cost(args)}
+        print(write_json("trainers-distance-cpu.json", result))
+        return 0
+    if not torch.cuda.is_available():
+        print(
+            "benchmarks/trainers.py measures nnU-Net training steps under CUDA + fp16 autocast and needs a "
+            "GPU; none is available. (Use --cpu-distance for the CPU distance-map cost.)",
+            file=sys.stderr,
+        )
+        return 2
+    result = {"environment": environment(torch.device("cuda")), "throughput": trainer_throughput(args)}
+    print(write_json("trainers-cuda.json", result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""segbalance demo: the per-class metrics against hand-computed values, and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+
+from segbalance.cli import main
+from segbalance.demo import evaluate_case, summarise
+
+
+def _volume():
+    label = np.zeros((10, 20, 20), np.uint8)
+    label[2:8, 4:14, 4:14] = 1  # 6*10*10 = 600 voxels
+    label[4:6, 16:18, 16:18] = 2  # 8 voxels
+    return label
+
+
+def test_evaluate_perfect_prediction():
+    label = _volume()
+    res = evaluate_case(label, label, (2.0, 1.0, 1.0))
+    for k in (1, 2):
+        assert res[k]["dice"] == pytest.approx(1.0) and res[k]["iou"] == pytest.approx(1.0)
+        assert res[k]["hd95"] == pytest.approx(0.0) and res[k]["nsd"] == pytest.approx(1.0)
+
+
+def test_evaluate_shifted_organ_and_missed_lesion():
+    label = _volume()
+    pred = np.zeros_like(label)
+    pred[2:8, 5:15, 4:14] = 1  # organ shifted one voxel (1 mm) along y; lesion missed
+    res = evaluate_case(pred, label, (2.0, 1.0, 1.0))
+    inter = 6 * 9 * 10
+    assert res[1]["dice"] == pytest.approx(2 * inter / 1200)
+    assert res[1]["iou"] == pytest.approx(inter / (1200 - inter))
+    assert res[1]["hd95"] == pytest.approx(1.0)  # every surface point is at most 1 mm from the other surface
+    assert res[1]["nsd"] == pytest.approx(1.0)  # all within the 2 mm tolerance
+    assert res[2]["dice"] == 0.0 and math.isnan(res[2]["hd95"]) and res[2]["nsd"] == 0.0
+    summary = summarise([res, evaluate_case(label, label, (2.0, 1.0, 1.0))])
+    assert summary[2]["missed"] == 1 and summary[2]["hd95"] == pytest.approx(0.0)
+    assert summary[1]["dice"] == pytest.approx((2 * inter / 1200 + 1) / 2)
+
+
+@pytest.mark.slow
+def test_demo_tiny_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    with pytest.warns(UserWarning, match="'not_a_loss' is not registered"):
+        assert main(["demo", "--tiny", "--out", str(out), "--losses", "ce", "boundary", "not_a_loss"]) == 0
+    printed = capsys.readouterr().out
+    assert "lesion" in printed and "organ" in printed
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [(r["loss"], r["class"]) for r in rows] == [
+        ("ce", "organ"),
+        ("ce", "lesion"),
+        ("boundary", "organ"),
+        ("boundary", "lesion"),
+    ]
+    for r in rows:
+        assert 0.0 <= float(r["dice"]) <= 1.0
+    assert (out / "results.png").stat().st_size > 1000
+    # rerun: finished runs are reused, not retrained
+    mtime = (out / "runs" / "ce" / "last.pt").stat().st_mtime_ns
+    assert main(["demo", "--tiny", "--out", str(out), "--losses", "ce"]) == 0
+    assert (out / "runs" / "ce" / "last.pt").stat().st_mtime_ns == mtime
+
+
+def test_demo_rejects_only_unknown_losses(tmp_path):
+    with pytest.raises(ValueError, match="losses"), pytest.warns(UserWarning, match="'nope'"):
+        main(["demo", "--tiny", "--out", str(tmp_path), "--losses", "nope"])

@@ -1,0 +1,120 @@
+"""Folder evaluation and the ``segbalance evaluate`` command: matching, geometry checks, outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from segbalance.evaluation import evaluate_folders
+
+SPACING_ZYX = (2.0, 0.9, 0.8)
+
+
+def _write(path, arr, spacing_zyx=SPACING_ZYX, origin=(0.0, 0.0, 0.0)):
+    img = sitk.GetImageFromArray(arr.astype(np.uint8))
+    img.SetSpacing(tuple(float(s) for s in reversed(spacing_zyx)))
+    img.SetOrigin(origin)
+    sitk.WriteImage(img, str(path))
+
+
+def _label(shift=0, lesion=True):
+    a = np.zeros((8, 16, 16), np.uint8)
+    a[2:6, 3:12, 3 + shift:12 + shift] = 1
+    if lesion:
+        a[3:5, 6:8, 6:8] = 2
+    return a
+
+
+@pytest.fixture
+def folders(tmp_path):
+    gt, p1, p2 = tmp_path / "gt", tmp_path / "ce", tmp_path / "dfl"
+    for d in (gt, p1, p2):
+        d.mkdir()
+    _write(gt / "case_a.nii.gz", _label())
+    _write(gt / "case_b.nrrd", _label(lesion=False))
+    _write(gt / "case_c.mhd", _label())
+    _write(p1 / "case_a.nii.gz", _label(shift=1))
+    _write(p1 / "case_b.nii.gz", _label())  # false-positive lesion
+    _write(p1 / "case_z.nii.gz", _label())  # extra
+    (p1 / "plans.json").write_text("{}")  # nnU-Net side files are ignored
+    (p1 / "case_a.pkl").write_bytes(b"x")
+    for c in ("case_a", "case_b", "case_c"):
+        _write(p2 / f"{c}.nii.gz", _label(lesion=False))  # every lesion missed
+    return gt, p1, p2
+
+
+def test_missing_and_extra_cases_listed_and_scored(folders):
+    gt, p1, _ = folders
+    res = evaluate_folders(gt, p1, progress=False)
+    assert res.missing == ["case_c"] and res.extra == ["case_z"]
+    flags = {(r["case"], r["label"]): r["flag"] for r in res.rows}
+    assert flags[("case_c", 1)] == "missing_prediction" and flags[("case_b", 2)] == "false_positive"
+    miss = next(r for r in res.rows if r["case"] == "case_c" and r["label"] == 1)
+    assert miss["dice"] == 0.0
+    res2 = evaluate_folders(gt, p1, allow_missing=True, progress=False)
+    assert res2.missing == ["case_c"] and {r["case"] for r in res2.rows} == {"case_a", "case_b"}
+
+
+def test_parallel_equals_serial(folders):
+    gt, p1, _ = folders
+    serial = evaluate_folders(gt, p1, progress=False)
+    parallel = evaluate_folders(gt, p1, jobs=2, progress=False)  # spawned process pool
+    assert json.dumps(parallel.rows) == json.dumps(serial.rows)
+
+
+def test_geometry_mismatch_names_both_files(folders, tmp_path):
+    gt, _, _ = folders
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    _write(bad / "case_a.nii.gz", _label(), spacing_zyx=(2.0, 0.9, 0.5))
+    with pytest.raises(ValueError, match=r"bad/case_a\.nii\.gz.*case_a\.nii\.gz"):
+        evaluate_folders(gt, bad, allow_missing=True, progress=False)
+    _write(bad / "case_a.nii.gz", np.zeros((8, 16, 15), np.uint8))
+    with pytest.raises(ValueError, match="shape"):
+        evaluate_folders(gt, bad, allow_missing=True, progress=False)
+    with pytest.raises(FileNotFoundError, match="nope"):
+        evaluate_folders(gt, tmp_path / "nope")
+
+
+def test_cli_two_methods_outputs(folders, tmp_path, capsys):
+    from segbalance.cli import main
+
+    gt, p1, p2 = folders
+    out = tmp_path / "out"
+    rc = main(["evaluate", "--gt", str(gt), "--pred", f"CE={p1}", "--pred", f"DFL={p2}", "--out", str(out),
+               "--nsd-tolerance", "1=2.0,2=1.0"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "| CE | 1 |" in text and "case_c" in text
+    rows = list(csv.DictReader(open(out / "per_case.csv")))
+    assert len(rows) == 2 * 3 * 2  # methods × cases × labels, none dropped
+    summary = json.loads((out / "summary.json").read_text())["summary"]
+    dfl_lesion = next(e for e in summary if e["method"] == "DFL" and e["label"] == 2)
+    # two GT lesions missed (Dice 0) in the mean; case_b has no lesion anywhere: excluded and counted
+    assert dfl_lesion["dice"] == {"mean": 0.0, "std": 0.0, "n": 2}
+    assert dfl_lesion["flags"] == {"missed": 2, "both_empty": 1}
+    assert {r["nsd_tolerance"] for r in rows if r["label"] == "2"} == {"1.0"}
+    for name in ("summary.md", "per_case.json", "box_dice.png", "recall_vs_iou.png"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_cli_resume_reuses_unchanged_and_recomputes_changed(folders, tmp_path, capsys):
+    from segbalance.cli import main
+
+    gt, _, p2 = folders
+    out = tmp_path / "out"
+    args = ["evaluate", "--gt", str(gt), "--pred", f"DFL={p2}", "--out", str(out), "--no-plots"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "reusing results" in capsys.readouterr().out
+    _write(p2 / "case_a.nii.gz", _label())  # now the lesion of case_a is found: must be recomputed
+    assert main(args) == 0
+    assert "reusing results" not in capsys.readouterr().out
+    rows = list(csv.DictReader(open(out / "per_case.csv")))
+    flag = next(r["flag"] for r in rows if r["case"] == "case_a" and r["label"] == "2")
+    assert flag == "ok"

@@ -1,0 +1,131 @@
+"""Autograd against the papers' derivative formulas (000 Eq. 9–12 and Appendix B; 002 Eq. 7–8)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from segbalance.monai_losses import get
+
+
+def _inputs(c=4, shape=(3, 5), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(2, c, *shape, generator=g, dtype=torch.float64) * 1.5
+    target = torch.randint(0, c, (2, 1, *shape), generator=g)
+    return logits, target
+
+
+def _autograd(name, logits, target, **kw):
+    u = logits.clone().requires_grad_(True)
+    get(name, **kw)(u, target).backward()
+    return u.grad
+
+
+def _chain_through_softmax(dl_dz, z):
+    """``dL/du_j = z_j (dL/dz_j − Σ_i dL/dz_i z_i)`` (softmax Jacobian)."""
+    return z * (dl_dz - (dl_dz * z).sum(1, keepdim=True))
+
+
+def _zy(logits, target):
+    z = torch.softmax(logits, 1)
+    y = torch.nn.functional.one_hot(target[:, 0], logits.shape[1]).movedim(-1, 1).double()
+    n = target[:, 0].numel()
+    return z, y, n
+
+
+@pytest.mark.parametrize(
+    "alpha,beta,gamma,rho", [(1, 1, 1, 1), (0.5, 2.0, 2.0, 1.0), (2.0, 1.0, 0.5, 1.5), (1.0, 0.0, 3.0, 1.0)]
+)
+def test_dfl_autograd_matches_eq12(alpha, beta, gamma, rho):
+    """000 Eq. 12 generalised: dL/dz = −y/z + β(1−y)/(ρ−z) + αγ|y−z|^(γ−1)·sign(z−y).
+
+    Eq. 12 as printed has sign(y−z) in the last term (from the typo in Eq. 8); DESIGN §3 takes Eq. 7's sign.
+    """
+    logits, target = _inputs()
+    z, y, n = _zy(logits, target)
+    dl_dz = (
+        -y / z + beta * (1 - y) / (rho - z) + alpha * gamma * (y - z).abs() ** (gamma - 1) * torch.sign(z - y)
+    )
+    expected = _chain_through_softmax(dl_dz, z) / n
+    got = _autograd("dfl", logits, target, alpha=alpha, beta=beta, gamma=gamma, rho=rho)
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-7)
+
+
+def test_dfl_alpha_term_matches_appendix_b7_b8():
+    """000 Appendix B: for −log z_j + Σ_i |y_i − z_i| (β = 0, α = γ = 1)
+
+    B.7 (positive class): dL/du_j = z_j − 1 + 2 z_j (z_j − 1); B.8 (negative): dL/du_i = z_i + 2 z_i z_j.
+    """
+    logits, target = _inputs(c=3)
+    z, y, n = _zy(logits, target)
+    z_true = (z * y).sum(1, keepdim=True)
+    expected = torch.where(y.bool(), z - 1 + 2 * z * (z - 1), z + 2 * z * z_true) / n
+    got = _autograd("dfl", logits, target, beta=0.0)
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-7)
+    # the printed sign of Eq. 8 (−α|y−z|) would give z − 1 − 2 z_j(z_j − 1) instead: clearly different
+    wrong = torch.where(y.bool(), z - 1 - 2 * z * (z - 1), z - 2 * z * z_true) / n
+    assert not torch.allclose(got, wrong, rtol=1e-2, atol=1e-4)
+
+
+def test_dce_and_focal_autograd_match_eq10_eq11():
+    logits, target = _inputs(c=3, seed=1)
+    z, y, n = _zy(logits, target)
+    dce = -y / z + (1 - y) / (1 + z)  # Eq. 10
+    assert torch.allclose(
+        _autograd("dce", logits, target), _chain_through_softmax(dce, z) / n, rtol=1e-4, atol=1e-7
+    )
+    fl = -y / z * (1 - z) + y * torch.log(z)  # Eq. 11 (γ = 1)
+    got = _autograd("focal", logits, target, gamma=1.0)
+    assert torch.allclose(got, _chain_through_softmax(fl, z) / n, rtol=1e-4, atol=1e-7)
+    ce = -y / z  # Eq. 9
+    assert torch.allclose(
+        _autograd("ce", logits, target), _chain_through_softmax(ce, z) / n, rtol=1e-4, atol=1e-7
+    )
+
+
+def test_recall_binary_gradient_matches_eq7_eq8():
+    """002 Eq. 7–8: Σ_n ∂L/∂z_1 = FN_1 (P̄_1^(1) − 1) + FN_2 P̄_1^(2) = FN_1 (P̄_1^(1) − 1) + FP_1 P̄_1^(2).
+
+    Weights are the detached 1 − recall of the current batch; ``reduction="sum"`` as in the paper's sums.
+    """
+    logits, target = _inputs(c=2, shape=(6, 7), seed=3)
+    z, y, _ = _zy(logits, target)
+    pred = logits.argmax(1)
+    lab = target[:, 0]
+    fn1 = int(((lab == 0) & (pred != 0)).sum())
+    fn2 = int(((lab == 1) & (pred != 1)).sum())
+    fp1 = int(((pred == 0) & (lab != 0)).sum())
+    assert fn2 == fp1 and fn1 > 0 and fn2 > 0
+    p1 = z[:, 0]
+    p1_given_1 = p1[lab == 0].mean()
+    p1_given_2 = p1[lab == 1].mean()
+    grad = _autograd("recall", logits, target, eps=0.0, reduction="sum")
+    assert float(grad[:, 0].sum()) == pytest.approx(
+        float(fn1 * (p1_given_1 - 1) + fn2 * p1_given_2), rel=1e-5
+    )
+    # per voxel: w_y (p_1 − 1[y = 1]) with w = FN / (TP + FN)
+    w = torch.tensor([fn1 / int((lab == 0).sum()), fn2 / int((lab == 1).sum())], dtype=torch.float64)
+    per_voxel = w[lab] * (p1 - (lab == 0).double())
+    assert torch.allclose(grad[:, 0], per_voxel, rtol=1e-4, atol=1e-7)
+
+
+def test_recall_sigmoid_binary_gradient():
+    """C == 1 with sigmoid: dL/du = w_y (σ(u) − y) / N, weights from the thresholded prediction u > 0."""
+    g = torch.Generator().manual_seed(5)
+    u = torch.randn(2, 1, 5, 6, generator=g, dtype=torch.float64)
+    t = (torch.rand(2, 1, 5, 6, generator=g) > 0.6).long()
+    pred = (u > 0).long()
+    w = torch.zeros(2, dtype=torch.float64)
+    for c in (0, 1):
+        gt = t == c
+        w[c] = float((gt & (pred != c)).sum()) / max(int(gt.sum()), 1)
+    expected = w[t] * (torch.sigmoid(u) - t.double()) / t.numel()
+    assert torch.allclose(_autograd("recall", u, t, eps=0.0), expected, rtol=1e-4, atol=1e-7)
+
+
+def test_dfl_gamma_below_one_zero_error_no_nan():
+    """|y − z| = 0 exactly (saturated logits) with γ < 1 must not give NaN gradients."""
+    logits = torch.tensor([[[[200.0]], [[-200.0]]]], requires_grad=True)
+    target = torch.zeros(1, 1, 1, 1, dtype=torch.long)
+    get("dfl", gamma=0.5)(logits, target).backward()
+    assert torch.isfinite(logits.grad).all()

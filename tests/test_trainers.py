@@ -1,0 +1,375 @@
+"""The segbalance nnU-Net trainers: loss construction, discovery, the JSON trainer, schedules, checkpoints.
+
+Trainers are built cheaply from an in-memory plans dict and dataset.json on the CPU (no network, no data);
+each test builds the trainer's loss with ``_build_loss`` and runs it on nnU-Net-shaped per-scale inputs.
+Trainers whose loss is not registered yet are skipped with the missing name.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("nnunetv2")
+
+import nnunetv2  # noqa: E402
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper  # noqa: E402
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer  # noqa: E402
+
+import segbalance.trainers as trainers  # noqa: E402
+from segbalance.monai_losses import get, names  # noqa: E402
+from segbalance.nnunet_losses import deep_supervision_weights, loss_schedulers  # noqa: E402
+from segbalance.trainers import TRAINER_LOSSES, nnUNetTrainerSegBalance  # noqa: E402
+from segbalance.trainers.configurable import LOSS_ENV, read_loss_config  # noqa: E402
+from segbalance.trainers.discovery import ENV_VAR, EXT_FOLDER, export_line, register  # noqa: E402
+
+PATCH = [8, 16, 16]
+SPACING = [2.0, 1.0, 1.0]
+# output shapes of the 4 deep-supervision scales for these strides
+SHAPES = [(8, 16, 16), (8, 8, 8), (4, 4, 4), (2, 2, 2)]
+FACTORS = [(1, 1, 1), (1, 2, 2), (2, 4, 4), (4, 8, 8)]
+TRAINER_TERMS = {"nnUNetTrainerDFLDice": ["dfl", "dice"], "nnUNetTrainerBoundary": ["gdl_boundary", "gdl"]}
+
+PLANS = {
+    "dataset_name": "Dataset990_Unit",
+    "plans_name": "nnUNetPlans",
+    "original_median_spacing_after_transp": SPACING,
+    "original_median_shape_after_transp": [24, 40, 40],
+    "image_reader_writer": "SimpleITKIO",
+    "transpose_forward": [0, 1, 2],
+    "transpose_backward": [0, 1, 2],
+    "configurations": {
+        "3d_fullres": {
+            "data_identifier": "nnUNetPlans_3d_fullres",
+            "preprocessor_name": "DefaultPreprocessor",
+            "batch_size": 2,
+            "patch_size": PATCH,
+            "median_image_size_in_voxels": [24.0, 40.0, 40.0],
+            "spacing": SPACING,
+            "normalization_schemes": ["CTNormalization"],
+            "use_mask_for_norm": [False],
+            "resampling_fn_data": "resample_data_or_seg_to_shape",
+            "resampling_fn_seg": "resample_data_or_seg_to_shape",
+            "resampling_fn_data_kwargs": {
+                "is_seg": False,
+                "order": 3,
+                "order_z": 0,
+                "force_separate_z": None,
+            },
+            "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
+            "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+            "resampling_fn_probabilities_kwargs": {
+                "is_seg": False,
+                "order": 1,
+                "order_z": 0,
+                "force_separate_z": None,
+            },
+            "architecture": {
+                "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+                "arch_kwargs": {
+                    "n_stages": 5,
+                    "features_per_stage": [4, 8, 16, 16, 16],
+                    "conv_op": "torch.nn.modules.conv.Conv3d",
+                    "kernel_sizes": [[3, 3, 3]] * 5,
+                    "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
+                    "n_conv_per_stage": [1] * 5,
+                    "n_conv_per_stage_decoder": [1] * 4,
+                    "conv_bias": True,
+                    "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+                    "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+                    "dropout_op": None,
+                    "dropout_op_kwargs": None,
+                    "nonlin": "torch.nn.LeakyReLU",
+                    "nonlin_kwargs": {"inplace": True},
+                },
+                "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+            },
+            "batch_dice": False,
+        }
+    },
+    "experiment_planner_used": "ExperimentPlanner",
+    "label_manager": "LabelManager",
+    "foreground_intensity_properties_per_channel": {
+        "0": {
+            "max": 200.0,
+            "mean": 40.0,
+            "median": 40.0,
+            "min": -50.0,
+            "percentile_00_5": -10.0,
+            "percentile_99_5": 170.0,
+            "std": 25.0,
+        }
+    },
+}
+
+
+def dataset_json(ignore: bool = False, regions: bool = False) -> dict:
+    labels = {"background": 0, "organ": 1, "lesion": 2}
+    if regions:
+        labels = {"background": 0, "whole": [1, 2], "lesion": 2}
+    if ignore:
+        labels["ignore"] = 3
+    out = {"channel_names": {"0": "CT"}, "labels": labels, "numTraining": 5, "file_ending": ".nii.gz"}
+    if regions:
+        out["regions_class_order"] = [1, 2]
+    return out
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
+    monkeypatch.delenv("nnUNet_preprocessed", raising=False)
+    monkeypatch.delenv(LOSS_ENV, raising=False)
+    return tmp_path / "results"
+
+
+def make_trainer(cls, ignore=False, regions=False, fold=0):
+    plans = copy.deepcopy(PLANS)
+    plans["continue_training"] = False
+    return cls(plans, "3d_fullres", fold, dataset_json(ignore, regions), torch.device("cpu"))
+
+
+def missing_losses(trainer_name: str) -> list[str]:
+    needed = TRAINER_TERMS.get(trainer_name, [TRAINER_LOSSES[trainer_name]])
+    return [n for n in needed if n not in names()]
+
+
+def inputs(ignore_label=None, dtype=torch.float32):
+    g = torch.Generator().manual_seed(3)
+    logits = [torch.randn(2, 3, *s, generator=g).to(dtype).requires_grad_() for s in SHAPES]
+    top = 4 if ignore_label is not None else 3
+    targets = [torch.randint(0, top, (2, 1, *s), generator=g).to(torch.int16) for s in SHAPES]
+    return logits, targets
+
+
+def reference_loss(trainer_name, factor, ignore_label):
+    """The same loss built directly from the registry for one scale (spacing scaled by the pooling factor)."""
+    name = TRAINER_LOSSES[trainer_name]
+    kwargs = {"terms": {"dfl": 1.0, "dice": 1.0}} if name == "compound" else {}
+    if ignore_label is not None:
+        kwargs["ignore_index"] = ignore_label
+    if name in ("gdl_boundary", "hd_dt", "boundary", "dice_boundary", "dpce"):
+        kwargs["spacing"] = tuple(s * f for s, f in zip(SPACING, factor))
+    return get(name, **kwargs)
+
+
+@pytest.mark.parametrize("trainer_name", sorted(TRAINER_LOSSES))
+@pytest.mark.parametrize("ignore", [False, True], ids=["labels", "ignore_label"])
+def test_build_loss_deep_supervision_is_weighted_sum(results, trainer_name, ignore):
+    missing = missing_losses(trainer_name)
+    if missing:
+        pytest.skip(f"loss {missing} not registered yet")
+    trainer = make_trainer(getattr(trainers, trainer_name), ignore=ignore)
+    loss = trainer._build_loss()
+    assert isinstance(loss, DeepSupervisionWrapper)
+    assert list(loss.weight_factors) == pytest.approx(deep_supervision_weights(4).tolist())
+    ignore_label = 3 if ignore else None
+    logits, targets = inputs(ignore_label, dtype=torch.float16)
+    value = loss(logits, targets)
+    assert value.dtype == torch.float32 and torch.isfinite(value)
+    expected = sum(
+        w * reference_loss(trainer_name, f, ignore_label)(x, t)
+        for w, f, x, t in zip(loss.weight_factors, FACTORS, logits, targets)
+        if w != 0
+    )
+    torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-6)
+    value.backward()
+    assert all(torch.isfinite(x.grad.float()).all() for x in logits[:3])
+
+
+@pytest.mark.parametrize("trainer_name", sorted(TRAINER_LOSSES))
+def test_build_loss_without_deep_supervision(results, trainer_name):
+    missing = missing_losses(trainer_name)
+    if missing:
+        pytest.skip(f"loss {missing} not registered yet")
+    trainer = make_trainer(getattr(trainers, trainer_name))
+    trainer.enable_deep_supervision = False
+    loss = trainer._build_loss()
+    assert not isinstance(loss, DeepSupervisionWrapper)
+    logits, targets = inputs()
+    torch.testing.assert_close(
+        loss(logits[0], targets[0]), reference_loss(trainer_name, (1, 1, 1), None)(logits[0], targets[0])
+    )
+
+
+@pytest.mark.parametrize("is_ddp", [False, True])
+def test_weights_equal_nnunet_trainer(results, monkeypatch, is_ddp):
+    monkeypatch.setenv(LOSS_ENV, '{"name": "ce"}')
+    ours, theirs = make_trainer(nnUNetTrainerSegBalance), make_trainer(nnUNetTrainer)
+    ours.is_ddp = theirs.is_ddp = is_ddp
+    assert list(ours._build_loss().weight_factors) == list(theirs._build_loss().weight_factors)
+
+
+def test_region_dataset_refused(results, monkeypatch):
+    monkeypatch.setenv(LOSS_ENV, '{"name": "ce"}')
+    trainer = make_trainer(nnUNetTrainerSegBalance, regions=True)
+    assert trainer.label_manager.has_regions
+    with pytest.raises(ValueError, match="regions_class_order") as info:
+        trainer._build_loss()
+    assert "Dataset990_Unit" in str(info.value)
+
+
+def test_json_trainer_env_file_log_and_resume(results, monkeypatch, tmp_path):
+    config_file = tmp_path / "loss.json"
+    config_file.write_text(json.dumps({"name": "ce", "kwargs": {"reduction": "mean"}}))
+    monkeypatch.setenv(LOSS_ENV, str(config_file))
+    trainer = make_trainer(nnUNetTrainerSegBalance)
+    loss = trainer._build_loss()
+    logits, targets = inputs()
+    expected = sum(w * get("ce")(x, t) for w, x, t in zip(deep_supervision_weights(4), logits, targets))
+    torch.testing.assert_close(loss(logits, targets), expected)
+    log = Path(trainer.log_file).read_text()
+    assert 'segbalance loss: {"name": "ce", "kwargs": {"reduction": "mean"}}' in log
+    saved = Path(trainer.output_folder) / "segbalance_loss.json"
+    assert json.loads(saved.read_text())["name"] == "ce"
+    # a resumed run without the variable reads the saved configuration back
+    monkeypatch.delenv(LOSS_ENV)
+    assert make_trainer(nnUNetTrainerSegBalance)._build_loss() is not None
+    # a fresh output folder without the variable: clear error naming the variable
+    with pytest.raises(ValueError, match=LOSS_ENV):
+        make_trainer(nnUNetTrainerSegBalance, fold=1)._build_loss()
+
+
+def test_read_loss_config_errors(tmp_path):
+    assert read_loss_config('{"name": "dfl", "kwargs": {"beta": 2}}') == {
+        "name": "dfl",
+        "kwargs": {"beta": 2},
+    }
+    assert read_loss_config('{"name": "dfl"}') == {"name": "dfl", "kwargs": {}}
+    with pytest.raises(ValueError, match=LOSS_ENV):
+        read_loss_config("{not json")
+    with pytest.raises(ValueError, match="unknown keys"):
+        read_loss_config('{"name": "dfl", "kwarg": {}}')
+    with pytest.raises(ValueError, match="name"):
+        read_loss_config('{"kwargs": {}}')
+    with pytest.raises(FileNotFoundError, match="no_such.json"):
+        read_loss_config(str(tmp_path / "no_such.json"))
+
+
+def test_unknown_loss_in_json_trainer_names_known_losses(results, monkeypatch):
+    monkeypatch.setenv(LOSS_ENV, '{"name": "no_such_loss"}')
+    with pytest.raises(ValueError, match="known losses"):
+        make_trainer(nnUNetTrainerSegBalance)._build_loss()
+
+
+def test_trainer_names_do_not_clash_with_nnunet():
+    source = "\n".join(p.read_text() for p in Path(nnunetv2.__path__[0]).rglob("*.py"))
+    ours = [*TRAINER_LOSSES, "nnUNetTrainerSegBalance"]
+    ours += [n + s for n in ours for s in ("_5epochs", "_debug")]
+    assert not [n for n in ours if f"class {n}(" in source]
+
+
+def test_register_appends_and_is_idempotent():
+    env = {ENV_VAR: "/opt/my_trainers"}
+    value = register(env)
+    assert value.split(os.pathsep) == ["/opt/my_trainers", EXT_FOLDER]
+    assert register(env) == value
+    assert register({}) == EXT_FOLDER
+    assert export_line("") == f"export {ENV_VAR}={EXT_FOLDER}"
+
+
+def test_nnunet_finds_our_classes_through_ext_trainer(monkeypatch):
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    from segbalance.trainers import short
+
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    register()
+    assert recursive_find_trainer_class_by_name("nnUNetTrainerDFL") is trainers.nnUNetTrainerDFL
+    found = recursive_find_trainer_class_by_name("nnUNetTrainerBoundary_debug")
+    assert found is short.nnUNetTrainerBoundary_debug
+    assert found.__module__ == "segbalance.trainers.short"  # importable, so checkpoints/pickles resolve
+    assert "segbalance_nnunet_trainers" not in sys.modules  # nnU-Net drops the shim module again
+
+
+def test_nnunet_env_command_exports_for_eval():
+    segbalance = Path(sys.executable).parent / "segbalance"
+    script = f'eval "$("{segbalance}" nnunet-env)"; printf %s "${ENV_VAR}"'
+    env = {**os.environ, ENV_VAR: "/opt/a"}
+    out = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split(os.pathsep) == ["/opt/a", EXT_FOLDER]
+
+
+def test_short_variants_training_length(results):
+    from segbalance.trainers import short
+
+    debug = make_trainer(short.nnUNetTrainerDFL_debug)
+    assert (debug.num_epochs, debug.num_iterations_per_epoch, debug.num_val_iterations_per_epoch) == (2, 2, 1)
+    five = make_trainer(short.nnUNetTrainerGDL_5epochs)
+    assert (five.num_epochs, five.num_iterations_per_epoch) == (5, 250)
+    assert isinstance(five, trainers.nnUNetTrainerGDL)
+
+
+class _FakeScheduler:
+    def __init__(self):
+        self.epoch = 0
+
+    @property
+    def alpha(self):
+        return 0.01 + 0.01 * self.epoch
+
+    def step(self):
+        self.epoch += 1
+
+    def state_dict(self):
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state):
+        self.epoch = state["epoch"]
+
+
+class _LossWithScheduler(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scheduler = _FakeScheduler()
+
+
+def test_schedule_follows_epoch_and_checkpoint_round_trip(results, monkeypatch, tmp_path):
+    trainer = make_trainer(trainers.nnUNetTrainerDFL)
+    trainer.loss = DeepSupervisionWrapper(_LossWithScheduler(), [1.0])
+    trainer.current_epoch = 3
+    trainer.sync_loss_schedules()
+    assert loss_schedulers(trainer.loss)[0].alpha == pytest.approx(0.04)
+
+    # nnU-Net's own save/load replaced by stand-ins (no network here); ours adds/restores the loss state
+    def fake_save(self, filename):
+        torch.save({"current_epoch": self.current_epoch + 1}, filename)
+
+    monkeypatch.setattr(nnUNetTrainer, "save_checkpoint", fake_save)
+    monkeypatch.setattr(nnUNetTrainer, "load_checkpoint", lambda self, f: None)
+    ckpt = str(tmp_path / "checkpoint_latest.pth")
+    trainer.save_checkpoint(ckpt)
+    assert torch.load(ckpt, weights_only=False)["segbalance_loss_state"] == {"schedulers": [{"epoch": 3}]}
+    resumed = make_trainer(trainers.nnUNetTrainerDFL)
+    resumed.loss = DeepSupervisionWrapper(_LossWithScheduler(), [1.0])
+    resumed.load_checkpoint(ckpt)
+    assert loss_schedulers(resumed.loss)[0].epoch == 3
+    resumed.current_epoch = 4
+    resumed.sync_loss_schedules()
+    assert loss_schedulers(resumed.loss)[0].alpha == pytest.approx(0.05)
+    assert np.isclose(loss_schedulers(resumed.loss)[0].alpha, 0.05)
+
+
+def test_shim_module_exports_every_trainer_and_cli_stays_light():
+    from segbalance.trainers import short
+    from segbalance.trainers.nnunet_ext import segbalance_nnunet_trainers as shim
+
+    expected = [n for n in trainers.__all__ if n.startswith("nnUNetTrainer")] + list(short.__all__)
+    assert len(expected) == 16 * 3
+    assert [
+        n
+        for n in expected
+        if getattr(shim, n, None) is not getattr(trainers, n, None)
+        and getattr(shim, n, None) is not getattr(short, n, None)
+    ] == []
+    code = "import sys, segbalance.trainers.cli; print('nnunetv2' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -87,7 +87,7 @@ def test_hand_values_marginals():
     ce = -(y * np.log(z)).sum(0).mean()
     close(get("ce_l1", temperature=1.0)(logits, target), ce + np.abs(y_hat - p_hat).mean())
     close(get("ce_kl", temperature=1.0)(logits, target), ce + 0.1 * kl)
-    close(get("ce_dicebias", temperature=1.0)(logits, target), ce + 0.01 * np.log(p_hat + y_hat).sum())
+    close(get("ce_dicebias", temperature=1.0)(logits, target), ce + 0.01 * np.log(p_hat + y_hat).mean())
     # default temperature 10: proportions of softmax(10 u)
     u = logits[0, :, 0].double().numpy() * 10
     zt = np.exp(u) / np.exp(u).sum(0)
@@ -301,3 +301,19 @@ def test_bad_arguments_raise():
         get("wce", weight=[1.0, 2.0])(torch.randn(1, 3, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="alpha"):
         get("focal", alpha=[1.0, 2.0])(torch.randn(1, 3, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.long))
+
+
+def test_marginal_losses_binary_match_the_sigmoid_forms():
+    """C == 1: L1 and KL as in SegLossBias' binary mode, DiceBias on the foreground only (003 Eq. 21)."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 1, 7, 5, generator=g, dtype=torch.float64)
+    t = (torch.rand(3, 1, 7, 5, generator=g) < 0.3).long()
+    t[0, 0, 0, 0] = 1
+    tau = 10.0
+    bce = F.binary_cross_entropy_with_logits(x, t.double())
+    p1 = torch.sigmoid(tau * x).mean((1, 2, 3))
+    y1 = t.double().mean((1, 2, 3))
+    kl = y1 * torch.log(y1 / p1) + (1 - y1) * torch.log((1 - y1) / (1 - p1))
+    close(get("ce_l1")(x.float(), t), bce + (p1 - y1).abs().mean())
+    close(get("ce_kl")(x.float(), t), bce + 0.1 * kl.mean())
+    close(get("ce_dicebias")(x.float(), t), bce + 0.01 * torch.log(p1 + y1).mean())

@@ -165,15 +165,20 @@ class CEMarginalKLLoss(_MarginalBase):
 
 @register("ce_dicebias")
 class CEDiceBiasLoss(_MarginalBase):
-    """DiceBiasCE (003 Table 2): ``CE + λ·mean_B Σ_k log(p̂_k + ŷ_k)``, the log-Dice bias term of Eq. 1.
+    """DiceBiasCE (003 Table 2): ``CE + λ·mean_{B,K} log(p̂_k + ŷ_k)``, the log-Dice bias term of Eq. 1.
 
-    ``λ = 0.01``: 003 §4 reports that DiceBiasCE matches DiceCE/LogDiceCE for small weights and "drops
-    significantly" for ``λ ≥ 0.1``, so the default stays below that. The term is summed over classes per
-    image (Eq. 1) and averaged over images; it is negative-valued for small proportions (log of a number
-    below 1), so the loss can go below CE.
+    The bias term is averaged over images and classes (DESIGN §3, the same reduction as the L1 penalty);
+    Eq. 1 sums it over the ``K`` classes, which only rescales λ by ``K``. Binary tasks (``C == 1``) use the
+    foreground term alone, ``DB_1 = log(p̂_1 + ŷ_1)`` (003 Appendix B, Eq. 21). ``λ = 0.01``: 003 §4 reports
+    that DiceBiasCE matches DiceCE/LogDiceCE for small weights and "drops significantly" for ``λ ≥ 0.1``,
+    so the default stays below that. The term is negative for small proportions (log of a number below
+    1), so the loss can go below CE.
     """
 
     default_weight = 0.01
 
     def per_image_penalty(self, p: Prepared) -> Tensor:
-        return dice_bias(*label_marginals(p, self.temperature))
+        y_hat, p_hat = label_marginals(p, self.temperature)
+        if p.binary:
+            y_hat, p_hat = y_hat[:, 1:], p_hat[:, 1:]
+        return torch.log((p_hat + y_hat).clamp_min(_EPS)).mean(1)

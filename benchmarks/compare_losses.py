@@ -6,6 +6,7 @@ Focal protocol) with every loss under the same budget and evaluates per class (o
 ``docs/results.md`` (machine, versions, budget, table). Resumable: finished runs are kept under ``--work``.
 
     python benchmarks/compare_losses.py --quick          # CPU budget (about 15-25 min on 2 busy cores)
+    python benchmarks/compare_losses.py --demo-budget    # the demo's budget: 80² slices, 36 epochs (~40 min)
     python benchmarks/compare_losses.py                  # full budget (GPU recommended, CUDA used if present)
 """
 
@@ -58,7 +59,11 @@ def machine() -> dict:
     }
 
 
-def budget(quick: bool, gpu: bool) -> dict:
+def budget(quick: bool, gpu: bool, demo: bool = False) -> dict:
+    if demo:  # the demo's CPU budget (segbalance.demo), long enough for the lesion to be learned
+        from segbalance.demo import _budget
+
+        return _budget(tiny=False, gpu=False)
     if gpu and not quick:
         return dict(
             n_train=24,
@@ -132,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="CPU-sized budget")
+    ap.add_argument(
+        "--demo-budget", action="store_true", help="the demo CPU budget: 80² slices, 36 epochs"
+    )
     ap.add_argument("--epochs", type=int, default=None, help="override the budget's epochs")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--losses", nargs="+", default=LOSSES)
@@ -149,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     skipped = [name for name in args.losses if name not in known]
     if skipped:
         print(f"not registered in this build, skipped: {', '.join(skipped)}", file=sys.stderr)
-    b = budget(args.quick, torch.cuda.is_available())
+    b = budget(args.quick, torch.cuda.is_available(), args.demo_budget)
     if args.epochs:
         b["epochs"] = args.epochs
     per_seed: dict[str, list[list[dict]]] = {name: [] for name in losses}

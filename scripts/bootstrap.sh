@@ -18,7 +18,7 @@ if ! python -c "import torch, torchvision" >/dev/null 2>&1; then
     *) python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" ;;
   esac
 fi
-if ! python -c "import segbalance, monai, nnunetv2, pytest, xdist" >/dev/null 2>&1; then
+if ! python -c "import segbalance, monai, nnunetv2, edt, pytest, xdist" >/dev/null 2>&1; then
   python -m pip install -q -e ".[dev]"
 fi
 python -c "import torch, torchvision, monai, nnunetv2; print('segbalance env: torch', torch.__version__, \

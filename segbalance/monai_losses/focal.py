@@ -49,7 +49,9 @@ def _per_class(t: Tensor, ref: Tensor) -> Tensor:
     return t.to(ref).view(1, -1, *([1] * (ref.ndim - 2)))
 
 
-def log_one_minus_softmax(logits: Tensor, log_probs: Tensor | None = None) -> Tensor:
+def log_one_minus_softmax(
+    logits: Tensor, log_probs: Tensor | None = None, is_max: Tensor | None = None
+) -> Tensor:
     """``log(1 − softmax(u)_i)`` for every class, exact and finite for saturated logits.
 
     For the arg-max class (the only one that can have ``z > 1/2``) it is ``logsumexp_{j≠i} u_j − logsumexp u``
@@ -58,7 +60,8 @@ def log_one_minus_softmax(logits: Tensor, log_probs: Tensor | None = None) -> Te
     """
     if log_probs is None:
         log_probs = torch.log_softmax(logits, dim=1)
-    is_max = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, logits.argmax(1, keepdim=True), True)
+    if is_max is None:
+        is_max = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, logits.argmax(1, keepdim=True), True)
     lse_all = torch.logsumexp(logits, dim=1, keepdim=True)
     lse_rest = torch.logsumexp(logits.masked_fill(is_max, float("-inf")), dim=1, keepdim=True)
     safe_lp = torch.where(is_max, torch.full_like(log_probs, -1.0), log_probs).clamp_max(-math.log(2.0))
@@ -132,6 +135,86 @@ class DualCrossEntropyLoss(SegLoss):
         return reduce_voxels(terms.sum(1), p.valid, self.reduction)
 
 
+def _log_one_minus_softmax_at(logits: Tensor, lz: Tensor, z: Tensor, idx: Tensor) -> Tensor:
+    """``log(1 − z)`` without autograd: ``log1p(−z)`` off the arg-max ``idx`` (``z ≤ ½`` there) and
+    ``logsumexp_{k≠m} u_k − logsumexp_k u_k`` at it, scaled by the second-largest logit (finite for any gap
+    up to float32's range)."""
+    rest = logits.scatter(1, idx, float("-inf"))
+    second = rest.amax(1, keepdim=True)
+    lse_rest = rest.sub_(second).exp_().sum(1, keepdim=True).log_().add_(second)
+    lse_all = logits.gather(1, idx) - lz.gather(1, idx)
+    return torch.log1p(-z).scatter_(1, idx, lse_rest - lse_all)
+
+
+class _DualFocalMap(torch.autograd.Function):
+    """Per-voxel Dual Focal Loss ``(B, *spatial)`` with its closed-form gradient (000 Eq. 9–12, App. B).
+
+    With ``z = softmax(u)``, ``S_y = Σ_i y_i``, ``r_i = (1 − y_i) z_i / (ρ − z_i)``, ``R = Σ_i r_i`` and
+    ``q_i = αγ |y_i − z_i|^{γ−1} sign(z_i − y_i)``, ``Q = Σ_i q_i z_i``:
+
+    ``∂L/∂u_j = (z_j S_y − y_j) + β (r_j − z_j R) + z_j (q_j − Q)``
+
+    (the CE, the ``log(ρ − z)`` and the ``|y − z|^γ`` terms). The gradient is computed in the forward pass
+    and kept as the only saved tensor: one ``(B, C, …)`` buffer instead of autograd's ~20 intermediates
+    (4× less memory, 3–4× faster on the CPU, ``benchmarks/losses.py``). For ``ρ = 1`` the second term is
+    evaluated as ``β z_j [(1 − y_j) − Σ_{i≠j} r_i]`` with ``z_j r_m = exp(log z_j + log z_m − log(1 − z_m))``
+    for the arg-max class ``m``, the only one whose ``r`` can be large: no cancellation and no overflow
+    for saturated logits, where ``z_m`` rounds to 1.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, y: Tensor, alpha: float, beta: float, gamma: float, rho: float):
+        # no autograd graph in here: in-place updates keep the number of full-size buffers small
+        lz = torch.log_softmax(logits, dim=1)
+        z = lz.exp()
+        neg = 1.0 - y
+        idx = logits.argmax(1, keepdim=True)
+        if rho == 1.0:
+            log_neg = _log_one_minus_softmax_at(logits, lz, z, idx)
+        else:
+            log_neg = torch.log(rho - z)
+        diff = z - y
+        err = diff.abs()
+        if gamma < 1:
+            err.clamp_min_(1e-12)
+        err_pow = err if gamma == 1.0 else err.pow(gamma)
+        terms = neg * log_neg
+        terms.mul_(-beta).addcmul_(y, lz, value=-1.0).add_(err_pow, alpha=alpha)
+        loss_map = terms.sum(1)
+        if not ctx.needs_input_grad[0]:
+            return loss_map
+        del terms
+        # |y − z|^γ term: q_i = αγ|y − z|^{γ−1} sign(z − y) (zero slope where err was clamped, as autograd)
+        q = diff.sign_()
+        if gamma != 1.0:
+            q.mul_(err.pow_(gamma - 1)).mul_(gamma)
+            if gamma < 1:
+                q.masked_fill_(err >= 1e12 ** (1 - gamma), 0.0)
+        q.mul_(alpha)
+        q.sub_((q * z).sum(1, keepdim=True))
+        grad = z * y.sum(1, keepdim=True)
+        grad.sub_(y).addcmul_(z, q)
+        del q, err, diff
+        if rho == 1.0:
+            # β z_j [(1 − y_j) − Σ_{i≠j} r_i] with r_i = (1 − y_i) z_i / (1 − z_i); only the arg-max r can be
+            # large: its products z_j r_m are taken in the log domain (lz_j + log r_m ≤ log z_m ≤ 0)
+            log_r = lz - log_neg
+            r = log_r.exp().mul_(neg).scatter_(1, idx, 0.0)
+            cross = (lz + log_r.gather(1, idx)).exp_().scatter_(1, idx, 0.0).mul_(neg.gather(1, idx))
+            r.sub_(r.sum(1, keepdim=True)).add_(neg).mul_(z).sub_(cross)
+            grad.add_(r, alpha=beta)
+        else:
+            r = neg.mul_(z).div_(rho - z)
+            grad.add_(r.sub_(z * r.sum(1, keepdim=True)), alpha=beta)
+        ctx.save_for_backward(grad)
+        return loss_map
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        (grad,) = ctx.saved_tensors
+        return grad_output.unsqueeze(1) * grad, None, None, None, None, None
+
+
 @register("dfl")
 class DualFocalLoss(SegLoss):
     """Dual Focal Loss, 000 Eq. 6–8 with the sign of Eq. 7 / Appendix B (DESIGN §3):
@@ -144,6 +227,9 @@ class DualFocalLoss(SegLoss):
     is computed by :func:`log_one_minus_softmax` (finite for saturated logits, fp16 inputs included);
     ``ρ < 1`` is rejected. For ``γ < 1`` the gradient of ``|·|^γ`` at 0 is infinite: ``|y − z|`` is clamped
     at ``1e-12`` (zero gradient there) so no NaN appears.
+
+    The gradient is the paper's closed form (:class:`_DualFocalMap`), computed with the loss in one pass;
+    the tests check it against autograd of the equation in float64.
 
     Example:
         >>> import torch
@@ -166,18 +252,10 @@ class DualFocalLoss(SegLoss):
         self.alpha, self.beta, self.gamma, self.rho = float(alpha), float(beta), float(gamma), float(rho)
 
     def forward_prepared(self, p: Prepared) -> Tensor:
-        y = p.onehot
         if p.activation != "softmax":
             raise ValueError("DualFocalLoss needs softmax activation (the paper's z = softmax(u))")
-        if self.rho == 1.0:
-            log_neg = log_one_minus_softmax(p.logits, p.log_probs)
-        else:
-            log_neg = torch.log(self.rho - p.probs)
-        err = (y - p.probs).abs()
-        if self.gamma < 1:
-            err = err.clamp_min(1e-12)
-        terms = -y * p.log_probs - self.beta * (1 - y) * log_neg + self.alpha * err.pow(self.gamma)
-        return reduce_voxels(terms.sum(1), p.valid, self.reduction)
+        loss_map = _DualFocalMap.apply(p.logits, p.onehot, self.alpha, self.beta, self.gamma, self.rho)
+        return reduce_voxels(loss_map, p.valid, self.reduction)
 
 
 def focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0, alpha=None, **kwargs) -> Tensor:

@@ -4,7 +4,7 @@ Each loss and the baseline run on the same tensors, interleaved (A B A B …) so
 machine's speed drifts. CPU default: logits 2×3×64³; on CUDA also 2×4×128³ under fp16 autocast.
 
     python benchmarks/losses.py                 # all losses, CPU or CUDA as available
-    python benchmarks/losses.py --only dfl dice # a subset
+    python benchmarks/losses.py --only dfl dice # a subset (written to losses-<device>-subset.json)
 
 Writes ``benchmarks/results/losses-<device>.json`` and prints a table of ratios.
 """
@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'loss':<16}{'ms':>10}{'base ms':>10}{'t ratio':>8}{'MiB':>10}{'base MiB':>10}{'m ratio':>8}")
         rows = bench(shape, device, autocast, args.only, args.repeats)
         payload["runs"].append({"shape": list(shape), "autocast": autocast, "rows": rows})
-    path = write_json(f"losses-{device.type}.json", payload)
+    # a subset never replaces the full table that docs/benchmarks.md quotes
+    path = write_json(f"losses-{device.type}{'-subset' if args.only else ''}.json", payload)
     print(f"\nwrote {path}")
     return 0
 

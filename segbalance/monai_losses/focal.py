@@ -96,11 +96,51 @@ class FocalLoss(SegLoss):
 
     def forward_prepared(self, p: Prepared) -> Tensor:
         alpha = _class_vector(self.alpha, p.num_classes, "alpha")
-        lp = p.log_probs
-        terms = -p.onehot * (-torch.expm1(lp)).clamp_min(0).pow(self.gamma) * lp
-        if alpha is not None:
-            terms = terms * _per_class(alpha, terms)
-        return reduce_voxels(terms.sum(1), p.valid, self.reduction)
+        y = p.onehot if alpha is None else p.onehot * _per_class(alpha, p.onehot)
+        return reduce_voxels(_FocalMap.apply(p.logits, y, self.gamma), p.valid, self.reduction)
+
+
+class _FocalMap(torch.autograd.Function):
+    """Per-voxel softmax focal loss ``−Σ_i a_i (1 − z_i)^γ log z_i`` (``a = α ⊙ y``) with its closed-form
+    gradient, computed in the forward pass and saved alone (as :class:`_DualFocalMap`):
+
+    ``∂L/∂u_j = h_j − z_j Σ_i h_i``, ``h_i = a_i [γ (1 − z_i)^{γ−1} z_i log z_i − (1 − z_i)^γ]``.
+
+    ``1 − z`` is ``−expm1(log z)`` (accurate as ``z → 1``); for ``γ < 1`` it is clamped at 1e-30 inside
+    ``(1 − z)^{γ−1}``, where the product with ``log z → 0`` vanishes, so no ``0·inf``.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, a: Tensor, gamma: float):
+        lz = torch.log_softmax(logits, dim=1)
+        one_minus = torch.expm1(lz).neg_().clamp_min_(0.0)
+        if gamma == 2.0:
+            focal = one_minus * one_minus
+        elif gamma == 0.0:
+            focal = torch.ones_like(one_minus)
+        else:
+            focal = one_minus.pow(gamma)
+        loss_map = (a * focal * lz).sum(1).neg_()
+        if not ctx.needs_input_grad[0]:
+            return loss_map
+        z = lz.exp()
+        if gamma == 0.0:
+            h = a.neg()
+        else:
+            slope = (
+                one_minus.mul_(2.0)
+                if gamma == 2.0
+                else one_minus.clamp_min_(1e-30).pow_(gamma - 1).mul_(gamma)
+            )
+            h = slope.mul_(z).mul_(lz).sub_(focal).mul_(a)
+        grad = h - z * h.sum(1, keepdim=True)
+        ctx.save_for_backward(grad)
+        return loss_map
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        (grad,) = ctx.saved_tensors
+        return grad_output.unsqueeze(1) * grad, None, None
 
 
 @register("dce")

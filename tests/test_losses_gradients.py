@@ -206,3 +206,22 @@ def test_focal_closed_form_gradient_equals_autograd_of_the_equation(gamma, alpha
     assert float(value) == pytest.approx(float(expected), rel=1e-5, abs=1e-5)
     assert torch.isfinite(x.grad).all()
     torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-4, atol=1e-8)
+
+
+@pytest.mark.parametrize("alpha, beta", [(1.0, 1.0), (0.5, 2.0), (0.05, 0.3)])
+@pytest.mark.parametrize("scale", [1.0, 60.0])
+def test_dce_closed_form_gradient_equals_autograd_of_the_equation(alpha, beta, scale):
+    """Fused Dual CE backward vs float64 autograd of 000 Eq. 4 (as printed), soft targets included."""
+    gen = torch.Generator().manual_seed(int(alpha * 100 + scale))
+    u = torch.randn(2, 3, 6, 5, generator=gen) * scale
+    y = torch.softmax(torch.randn(2, 3, 6, 5, generator=gen) * 3, 1)  # soft target rows summing to 1
+    x = u.clone().requires_grad_(True)
+    value = get("dce", alpha=alpha, beta=beta)(x, y)
+    value.backward()
+    x64 = u.double().requires_grad_(True)
+    y64 = y.double()
+    lz = torch.log_softmax(x64, 1)
+    expected = (-y64 * lz + beta * (1 - y64) * torch.log(alpha + lz.exp())).sum(1).mean()
+    expected.backward()
+    assert float(value) == pytest.approx(float(expected), rel=1e-5, abs=1e-5)
+    torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-4, atol=1e-8)

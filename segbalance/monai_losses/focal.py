@@ -170,9 +170,33 @@ class DualCrossEntropyLoss(SegLoss):
         self.beta = float(beta)
 
     def forward_prepared(self, p: Prepared) -> Tensor:
-        y = p.onehot
-        terms = -y * p.log_probs + self.beta * (1 - y) * torch.log(self.alpha + p.probs)
-        return reduce_voxels(terms.sum(1), p.valid, self.reduction)
+        loss_map = _DualCrossEntropyMap.apply(p.logits, p.onehot, self.alpha, self.beta)
+        return reduce_voxels(loss_map, p.valid, self.reduction)
+
+
+class _DualCrossEntropyMap(torch.autograd.Function):
+    """Per-voxel Dual CE ``Σ_i [−y_i log z_i + β (1 − y_i) log(α + z_i)]`` with its closed-form gradient
+    ``∂L/∂u_j = (z_j S_y − y_j) + (r_j − z_j Σ_i r_i)``, ``r_i = β (1 − y_i) z_i / (α + z_i)``, ``S_y = Σ y``
+    (bounded for ``α > 0``), computed in the forward pass and saved alone (as :class:`_DualFocalMap`)."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, y: Tensor, alpha: float, beta: float):
+        lz = torch.log_softmax(logits, dim=1)
+        z = lz.exp()
+        neg = 1.0 - y
+        terms = torch.log(z + alpha).mul_(neg).mul_(beta).addcmul_(y, lz, value=-1.0)
+        loss_map = terms.sum(1)
+        if not ctx.needs_input_grad[0]:
+            return loss_map
+        r = neg.mul_(z).div_(z + alpha).mul_(beta)
+        grad = r.sub_(z * r.sum(1, keepdim=True)).addcmul_(z, y.sum(1, keepdim=True)).sub_(y)
+        ctx.save_for_backward(grad)
+        return loss_map
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        (grad,) = ctx.saved_tensors
+        return grad_output.unsqueeze(1) * grad, None, None, None
 
 
 def _log_one_minus_softmax_at(logits: Tensor, lz: Tensor, z: Tensor, idx: Tensor) -> Tensor:

@@ -120,3 +120,13 @@ def test_ddp_two_cpu_processes(tmp_path, data):
     # each rank saw its own half of the data: different local losses
     assert records[0]["history"][0]["loss"] != records[1]["history"][0]["loss"]
     assert (out / "last.pt").exists()
+
+
+def test_boundary_weight_follows_the_epoch_and_resume(tmp_path, data):
+    """gdl_boundary's α is 0.01 + 0.01·epoch in every epoch, also after --resume (Kervadec's schedule)."""
+    cfg = dict(out=str(tmp_path / "run"), data=str(data), dim=2, size=(32, 32), loss="gdl_boundary", **TINY)
+    train(TrainConfig(epochs=2, **cfg))
+    train(TrainConfig(epochs=3, resume=True, **cfg))
+    history = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert [h["alpha"] for h in history] == pytest.approx([0.01, 0.02, 0.03])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from segbalance.monai_losses.base import SegLoss
 from segbalance.monai_losses.distance import (
@@ -31,6 +31,8 @@ __all__ = [
     "RegionBoundaryLoss",
     "GeneralizedDiceBoundaryLoss",
     "DiceBoundaryLoss",
+    "loss_schedulers",
+    "set_schedulers_epoch",
 ]
 
 
@@ -281,3 +283,22 @@ class DiceBoundaryLoss(RegionBoundaryLoss):
     """``(1 − α)·Dice + α·L_B`` (see :class:`RegionBoundaryLoss`)."""
 
     region = "dice"
+
+
+def loss_schedulers(loss: nn.Module) -> list:
+    """The distinct per-epoch schedulers (``.scheduler`` with ``step()``) inside ``loss``."""
+    found: list = []
+    for module in loss.modules():
+        sched = getattr(module, "scheduler", None)
+        if sched is not None and hasattr(sched, "step") and all(sched is not s for s in found):
+            found.append(sched)
+    return found
+
+
+def set_schedulers_epoch(loss: nn.Module, epoch: int) -> list[float]:
+    """Put every scheduler in ``loss`` at ``epoch`` (0-based; resume-safe); returns their ``alpha``."""
+    alphas = []
+    for sched in loss_schedulers(loss):
+        sched.epoch = int(epoch)
+        alphas.append(sched.alpha)
+    return alphas

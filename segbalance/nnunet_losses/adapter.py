@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from segbalance.monai_losses import get, loss_class
+from segbalance.monai_losses.boundary import loss_schedulers
 from segbalance.nnunet_losses.deep_supervision import deep_supervision_weights
 
 __all__ = ["ScaleAwareLoss", "build_nnunet_loss", "check_not_regions", "loss_schedulers", "accepts_spacing"]
@@ -94,16 +95,6 @@ class ScaleAwareLoss(nn.Module):
     def set_extra_state(self, state: dict) -> None:
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
-
-
-def loss_schedulers(loss: nn.Module) -> list:
-    """The distinct per-epoch schedulers (``.scheduler`` with ``step()``) inside ``loss``."""
-    found: list = []
-    for module in loss.modules():
-        sched = getattr(module, "scheduler", None)
-        if sched is not None and hasattr(sched, "step") and all(sched is not s for s in found):
-            found.append(sched)
-    return found
 
 
 def build_nnunet_loss(

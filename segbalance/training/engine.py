@@ -139,6 +139,7 @@ def train(config: TrainConfig | dict) -> Path:
     from monai.data import DataLoader, list_data_collate
     from tqdm.auto import tqdm
 
+    from segbalance.monai_losses.boundary import set_schedulers_epoch
     from segbalance.training.data import build_train_dataset, is_ct, load_cases, synthetic_root
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig(**config)
@@ -223,6 +224,8 @@ def train(config: TrainConfig | dict) -> Path:
 
     for epoch in range(start, cfg.epochs):
         model.train()
+        # per-epoch loss schedules (the boundary weight α of gdl_boundary / dice_boundary), resume-safe
+        alphas = set_schedulers_epoch(loss_fn, epoch)
         if sampler is not None:
             sampler.set_epoch(epoch)
         total, n = 0.0, 0
@@ -254,7 +257,9 @@ def train(config: TrainConfig | dict) -> Path:
             bar.update(1)
             bar.set_postfix(loss=f"{total / n:.4f}")
         bar.close()
-        history.append({"epoch": epoch + 1, "loss": total / max(n, 1)})
+        history.append(
+            {"epoch": epoch + 1, "loss": total / max(n, 1), **({"alpha": alphas[0]} if alphas else {})}
+        )
         if rank == 0:
             state = {
                 "model": (model.module if world > 1 else model).state_dict(),

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from segbalance.monai_losses.base import SegLoss
 from segbalance.monai_losses.cross_entropy import voxel_cross_entropy
 from segbalance.monai_losses.dice import DiceLoss, LogDiceLoss, region_stats, soft_dice
+from segbalance.monai_losses.focal import log_one_minus_softmax
 from segbalance.monai_losses.inputs import Prepared, float32_math, reduce_voxels
 from segbalance.monai_losses.registry import loss_class, register
 
@@ -120,23 +121,13 @@ class LogDiceCELoss(DiceCELoss):
 
 
 def log_one_minus_probs(p: Prepared) -> Tensor:
-    """``log(1 − z)`` per channel, stably.
-
-    Softmax: ``log1p(−z_c)`` for every channel but the arg-max one (there ``z_c ≤ 0.5``, no cancellation);
-    for the arg-max channel ``logsumexp_{k≠c} x_k − logsumexp_k x_k``, exact when ``z_c → 1`` (one extra
-    ``logsumexp``, instead of one per channel).
-    """
+    """``log(1 − z)`` per channel, stably: :func:`~.focal.log_one_minus_softmax` for softmax inputs,
+    ``logsigmoid(−x)`` for sigmoid ones, a clamped ``log`` for probabilities."""
     if p.activation == "sigmoid":
         return torch.nn.functional.logsigmoid(-p.logits)
     if p.activation == "none":
         return torch.log((1.0 - p.logits).clamp_min(torch.finfo(torch.float32).tiny))
-    x = p.logits
-    top = torch.zeros_like(x, dtype=torch.bool).scatter_(1, x.argmax(1, keepdim=True), True)
-    lse = torch.logsumexp(x, dim=1, keepdim=True)
-    top_value = torch.logsumexp(x.masked_fill(top, float("-inf")), dim=1, keepdim=True) - lse
-    # the arg-max channel's entries are replaced before log1p, so no 0·inf reaches the backward pass
-    safe_log_probs = torch.where(top, torch.full_like(x, -1.0), p.log_probs)
-    return torch.where(top, top_value.expand_as(x), torch.log1p(-torch.exp(safe_log_probs)))
+    return log_one_minus_softmax(p.logits, p.log_probs)
 
 
 @register("combo")

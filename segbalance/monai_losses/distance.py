@@ -32,6 +32,7 @@ distance: it gets ``+inf`` everywhere (scipy returns meaningless finite numbers 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Sequence
@@ -154,6 +155,7 @@ def _squared_torch(
     return f
 
 
+@functools.cache
 def _edt_available() -> bool:
     try:
         import edt  # noqa: F401
@@ -162,15 +164,19 @@ def _edt_available() -> bool:
     return True
 
 
-def _host_item(item: np.ndarray, spacing: tuple[float, ...], backend: str, parallel: int = 1) -> np.ndarray:
-    """EDT of one boolean item on the host, cropped to its nonzero bounding box plus one voxel."""
-    if backend == "edt_two_sided":  # labels 1/2, every voxel's distance to the other label
-        import edt
+def _edt(labels: np.ndarray, spacing: tuple[float, ...], parallel: int) -> np.ndarray:
+    """``edt.edt`` of a label array: every nonzero voxel's distance to the nearest voxel of another label."""
+    import edt
 
-        anisotropy = spacing[0] if len(spacing) == 1 else spacing
-        return edt.edt(
-            np.ascontiguousarray(item), anisotropy=anisotropy, black_border=False, parallel=parallel
-        )
+    anisotropy = spacing[0] if len(spacing) == 1 else spacing  # edt takes a number in 1D
+    return edt.edt(np.ascontiguousarray(labels), anisotropy=anisotropy, black_border=False, parallel=parallel)
+
+
+def _host_item(item: np.ndarray, spacing: tuple[float, ...], backend: str, parallel: int = 1) -> np.ndarray:
+    """EDT of one item on the host. ``"scipy"``/``"edt"``: a boolean item cropped to its nonzero bounding
+    box plus one voxel; ``"edt_two_sided"``: labels 1/2, every voxel's distance to the other label."""
+    if backend == "edt_two_sided":
+        return _edt(item, spacing, parallel)
     out = np.zeros(item.shape, dtype=np.float64 if backend == "scipy" else np.float32)
     if not item.any():
         return out
@@ -184,11 +190,7 @@ def _host_item(item: np.ndarray, spacing: tuple[float, ...], backend: str, paral
         box.append(slice(max(int(hits[0]) - 1, 0), min(int(hits[-1]) + 2, item.shape[axis])))
     box = tuple(box)
     if backend == "edt":
-        import edt
-
-        crop = np.ascontiguousarray(item[box], dtype=np.uint8)
-        anisotropy = spacing[0] if len(spacing) == 1 else spacing  # edt takes a number in 1D
-        out[box] = edt.edt(crop, anisotropy=anisotropy, black_border=False, parallel=parallel)
+        out[box] = _edt(item[box].astype(np.uint8), spacing, parallel)
     else:
         from scipy import ndimage
 
@@ -251,16 +253,32 @@ def squared_euclidean_distance_transform(
 ) -> Tensor:
     """Squared distance of every nonzero voxel to the nearest zero voxel; see
     :func:`euclidean_distance_transform` (same arguments)."""
+    return _transform(mask, spacing, spatial_dims, method, dtype, chunk_elements, threads, squared=True)
+
+
+def _transform(
+    mask: Tensor,
+    spacing: float | Sequence[float] | None,
+    spatial_dims: int | None,
+    method: str,
+    dtype: torch.dtype,
+    chunk_elements: int | None,
+    threads: int | None,
+    squared: bool,
+) -> Tensor:
+    """Both public transforms: the host libraries return distances, the torch paths squared distances;
+    each result is converted once."""
     _check(mask, method, dtype)
     nd = _spatial_dims(mask, spacing, spatial_dims)
     spacing_t = normalize_spacing(spacing, nd)
-    nonzero = mask != 0
     method = _resolve(method, mask.device, dtype, nd)
-    if nonzero.numel() == 0:
+    if mask.numel() == 0:
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device)
     if method in HOST_METHODS:
-        return _host(nonzero, spacing_t, dtype, threads, method).square_()
-    return _squared_torch(nonzero, spacing_t, method, dtype, chunk_elements)
+        dist = _host(mask != 0, spacing_t, dtype, threads, method)
+        return dist.square_() if squared else dist
+    sq = _squared_torch(mask != 0, spacing_t, method, dtype, chunk_elements)
+    return sq if squared else sq.sqrt_()
 
 
 @torch.no_grad()
@@ -285,11 +303,11 @@ def euclidean_distance_transform(
             ``None`` means 1 (distances in voxels).
         spatial_dims: number of trailing spatial axes; default ``len(spacing)`` for a sequence, else
             ``mask.ndim − 2`` (the ``(B, C, *spatial)`` layout).
-        method: ``"auto"``, ``"brute"``, ``"windowed"`` or ``"scipy"`` (see the module docstring).
+        method: ``"auto"``, ``"brute"``, ``"windowed"``, ``"scipy"`` or ``"edt"`` (see the module docstring).
         dtype: ``torch.float32`` (default) or ``torch.float64`` for the computation and the result.
         chunk_elements: ``"brute"`` only: elements of the ``(lines, n, n)`` block evaluated at once
             (default 2²⁶ on CUDA, 2²² on the CPU).
-        threads: ``"scipy"`` only: worker threads (default: CPU count).
+        threads: ``"scipy"``/``"edt"`` only: worker threads (default: CPU count).
 
     Returns:
         Distances with ``mask``'s shape and device, ``dtype``; ``+inf`` throughout items without a zero.
@@ -300,21 +318,7 @@ def euclidean_distance_transform(
         >>> euclidean_distance_transform(mask, spacing=[2.0]).tolist()
         [[[0.0, 2.0, 4.0, 6.0, 8.0]]]
     """
-    _check(mask, method, dtype)
-    nd = _spatial_dims(mask, spacing, spatial_dims)
-    resolved = _resolve(method, mask.device, dtype, nd)
-    if resolved in HOST_METHODS and mask.numel():
-        # the host libraries return distances: no square and square-root round trip
-        return _host(mask != 0, normalize_spacing(spacing, nd), dtype, threads, resolved)
-    return squared_euclidean_distance_transform(
-        mask,
-        spacing,
-        spatial_dims=spatial_dims,
-        method=method,
-        dtype=dtype,
-        chunk_elements=chunk_elements,
-        threads=threads,
-    ).sqrt_()
+    return _transform(mask, spacing, spatial_dims, method, dtype, chunk_elements, threads, squared=False)
 
 
 def _inside_outside(mask: Tensor, spacing, method: str, dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -324,8 +328,7 @@ def _inside_outside(mask: Tensor, spacing, method: str, dtype) -> tuple[Tensor, 
     nd = mask.ndim - 2
     flat = pos.flatten(2)
     has_boundary = (flat.any(-1) & ~flat.all(-1)).view(pos.shape[:2] + (1,) * nd)
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    _check(pos, method, dtype)
     if _resolve(method, mask.device, dtype, nd) == "edt" and pos.numel():
         # one multi-label transform of the labels {1: outside, 2: inside} gives every voxel its distance
         # to the other side: D_in inside and D_out outside in one pass instead of two

@@ -49,9 +49,7 @@ def _per_class(t: Tensor, ref: Tensor) -> Tensor:
     return t.to(ref).view(1, -1, *([1] * (ref.ndim - 2)))
 
 
-def log_one_minus_softmax(
-    logits: Tensor, log_probs: Tensor | None = None, is_max: Tensor | None = None
-) -> Tensor:
+def log_one_minus_softmax(logits: Tensor, log_probs: Tensor | None = None) -> Tensor:
     """``log(1 − softmax(u)_i)`` for every class, exact and finite for saturated logits.
 
     For the arg-max class (the only one that can have ``z > 1/2``) it is ``logsumexp_{j≠i} u_j − logsumexp u``
@@ -60,8 +58,7 @@ def log_one_minus_softmax(
     """
     if log_probs is None:
         log_probs = torch.log_softmax(logits, dim=1)
-    if is_max is None:
-        is_max = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, logits.argmax(1, keepdim=True), True)
+    is_max = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, logits.argmax(1, keepdim=True), True)
     lse_all = torch.logsumexp(logits, dim=1, keepdim=True)
     lse_rest = torch.logsumexp(logits.masked_fill(is_max, float("-inf")), dim=1, keepdim=True)
     safe_lp = torch.where(is_max, torch.full_like(log_probs, -1.0), log_probs).clamp_max(-math.log(2.0))
@@ -288,7 +285,7 @@ class DualFocalLoss(SegLoss):
     summed over classes per voxel, averaged over valid voxels. Defaults ``alpha = beta = gamma = rho = 1``
     (000 §4). Eq. 8 as printed puts the ``α`` term under the minus sign, which would reward error; the
     paper's derivatives (Eq. 12, B.7/B.8) and the authors' code use ``+``. With ``ρ = 1``, ``log(1 − z)``
-    is computed by :func:`log_one_minus_softmax` (finite for saturated logits, fp16 inputs included);
+    is computed from the logits by log-sum-exp (finite for saturated logits, fp16 inputs included);
     ``ρ < 1`` is rejected. For ``γ < 1`` the gradient of ``|·|^γ`` at 0 is infinite: ``|y − z|`` is clamped
     at ``1e-12`` (zero gradient there) so no NaN appears.
 

@@ -9,6 +9,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch import nn
 
+from segbalance.monai_losses.boundary import set_schedulers_epoch
 from segbalance.nnunet_losses import build_nnunet_loss, loss_schedulers
 
 __all__ = ["SegBalanceTrainer"]
@@ -51,21 +52,14 @@ class SegBalanceTrainer(nnUNetTrainer):
         )
         return loss
 
-    def sync_loss_schedules(self) -> None:
-        """Advance every loss scheduler to ``self.current_epoch`` (α of epoch e: start + e·step)."""
-        if self.loss is None:
-            return
-        for sched in loss_schedulers(self.loss):
-            while sched.epoch < self.current_epoch:
-                sched.step()
+    def sync_loss_schedules(self) -> list[float]:
+        """Put every loss scheduler at ``self.current_epoch`` (α of epoch e: start + e·step); their α."""
+        return [] if self.loss is None else set_schedulers_epoch(self.loss, self.current_epoch)
 
     def on_train_epoch_start(self):
         super().on_train_epoch_start()
-        self.sync_loss_schedules()
-        for sched in loss_schedulers(self.loss):
-            alpha = getattr(sched, "alpha", None)
-            if alpha is not None:
-                self.print_to_log_file(f"segbalance loss schedule: alpha = {np.round(alpha, decimals=4)}")
+        for alpha in self.sync_loss_schedules():
+            self.print_to_log_file(f"segbalance loss schedule: alpha = {np.round(alpha, decimals=4)}")
 
     def save_checkpoint(self, filename: str) -> None:
         super().save_checkpoint(filename)

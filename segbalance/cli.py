@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
+
+from segbalance.errors import USER_ERRORS
 
 # (module, attribute) of each sub-command's register function, in --help order
 SUBCOMMANDS = [
@@ -39,13 +43,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _debug_requested(argv: list[str]) -> tuple[bool, list[str]]:
+    """``--debug`` anywhere on the command line (or ``SEGBALANCE_DEBUG=1``); the remaining arguments."""
+    rest = [a for a in argv if a != "--debug"]
+    env = os.environ.get("SEGBALANCE_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+    return env or len(rest) != len(argv), rest
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one sub-command. Bad input (:data:`segbalance.errors.USER_ERRORS`) is reported as one line,
+    ``segbalance <command>: error: <message>``, with exit code 2; the traceback only with ``--debug`` or
+    ``SEGBALANCE_DEBUG=1``. Ctrl-C exits 130 with one line."""
+    debug, argv = _debug_requested(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback on errors (also SEGBALANCE_DEBUG=1)")
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    prog = f"segbalance {args.command}"
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as exc:
+        if debug:
+            traceback.print_exc()
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in message:
+            message = f"{exc.filename}: {message}"
+        hint = "" if debug else " (--debug for the traceback)"
+        print(f"{prog}: error: {message}{hint}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

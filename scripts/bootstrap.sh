@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up segbalance on a fresh machine: a virtual environment in .venv with torch, MONAI, nnU-Net v2 and
-# the package itself (editable, with test extras). Safe to re-run: it only installs what is missing.
+# Set up segbalance on a fresh machine: a virtual environment in .venv with torch, MONAI, nnU-Net v2, the
+# I/O libraries and the package itself (editable, extras [all] + test tools). Safe to re-run: it only
+# installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -12,14 +13,16 @@ fi
 python -m pip install -q --upgrade pip
 
 # nnunetv2 pulls timm -> torchvision, whose build must match torch: install the pair explicitly first.
+# nnunetv2 >= 2.6.4 excludes torch 2.9.*; 2.14.1 / 0.29.1 have wheels for x86_64 and aarch64 alike.
 if ! python -c "import torch, torchvision" >/dev/null 2>&1; then
-  case "$(uname -m)" in
-    aarch64|arm64) python -m pip install -q "torch==2.9.1" "torchvision==0.24.1" ;;
-    *) python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" ;;
-  esac
+  python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 fi
-if ! python -c "import segbalance, monai, nnunetv2, edt, pytest, xdist" >/dev/null 2>&1; then
+# every import of the [all] extra and the test tools; a missing one (e.g. a dependency added since this
+# .venv was made) re-runs the install of the package
+if ! python -c "import segbalance, monai, nnunetv2, edt, SimpleITK, nibabel, pydicom, highdicom, cc3d, \
+skimage, PIL, tqdm, matplotlib, pytest, xdist" >/dev/null 2>&1; then
   python -m pip install -q -e ".[dev]"
 fi
-python -c "import torch, torchvision, monai, nnunetv2; print('segbalance env: torch', torch.__version__, \
-'| torchvision', torchvision.__version__, '| monai', monai.__version__)"
+python -c "import torch, torchvision, monai, nnunetv2, segbalance; print('segbalance', segbalance.__version__, \
+'env: torch', torch.__version__, '| torchvision', torchvision.__version__, '| monai', monai.__version__, \
+'| nnunetv2', __import__('importlib.metadata').metadata.version('nnunetv2'))"

@@ -13,17 +13,17 @@ import os
 import sys
 import traceback
 
-from segbalance.errors import USER_ERRORS
+from segbalance.errors import USER_ERRORS, MissingExtraError
 
-# (module, attribute) of each sub-command's register function, in --help order
-SUBCOMMANDS = [
-    "segbalance.demo",  # demo
-    "segbalance.training.cli",  # train
-    "segbalance.loss_table",  # losses
-    "segbalance.preprocessing.cli",  # convert
-    "segbalance.evaluation.cli",  # evaluate
-    "segbalance.trainers.cli",  # nnunet-env
-]
+# command -> module whose ``register(subparsers)`` defines it, in --help order
+SUBCOMMANDS: dict[str, str] = {
+    "demo": "segbalance.demo",
+    "train": "segbalance.training.cli",
+    "losses": "segbalance.loss_table",
+    "convert": "segbalance.preprocessing.cli",
+    "evaluate": "segbalance.evaluation.cli",
+    "nnunet-env": "segbalance.trainers.cli",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,15 +32,29 @@ def build_parser() -> argparse.ArgumentParser:
         description="Class-imbalance losses, nnU-Net v2 trainers, preprocessing, evaluation for 3D CT/MRI.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in SUBCOMMANDS:
+    for command, module_name in SUBCOMMANDS.items():
         try:
             module = importlib.import_module(module_name)
+        except MissingExtraError as exc:  # its extra is not installed: the command explains that when run
+            _register_unavailable(sub, command, exc)
+            continue
         except ModuleNotFoundError as exc:
             if exc.name and module_name.startswith(exc.name):  # sub-command not part of this build
                 continue
             raise
         module.register(sub)
     return parser
+
+
+def _register_unavailable(sub, name: str, exc: MissingExtraError) -> None:
+    """A stand-in for sub-command ``name`` that reports the missing extra (one line, exit 2) when run."""
+
+    def unavailable(_args: argparse.Namespace) -> int:
+        raise exc
+
+    p = sub.add_parser(name, help=f"(not installed: {exc})", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=unavailable)
 
 
 def _debug_requested(argv: list[str]) -> tuple[bool, list[str]]:

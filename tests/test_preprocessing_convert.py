@@ -5,19 +5,27 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from segbalance.preprocessing.cli import register
+from segbalance.cli import main
+from segbalance.errors import UserError
 from segbalance.preprocessing.dicom import write_dicom_series
-from segbalance.preprocessing.io import Volume, read_volume, write_volume
+from segbalance.preprocessing.io import read_volume, write_volume
 from segbalance.preprocessing.nnunet import convert_to_nnunet, parse_label_map
 from segbalance.preprocessing.pairing import CaseError, check_geometry, check_label, find_cases
 from segbalance.preprocessing.patches import convert_to_patches, grid_starts
+from segbalance.preprocessing.runs import OutputFolder
 from segbalance.preprocessing.slices import Window, convert_to_slices, window_intensities
+from segbalance.preprocessing.volume import Volume
 
 SHAPE = (6, 20, 24)
 SPACING = (3.0, 0.9, 0.8)
@@ -49,12 +57,18 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 
 def run_cli(argv: list[str]) -> int:
-    import argparse
+    """``segbalance convert <argv> --no-progress`` through the real entry point."""
+    return main(["convert", *argv, "--no-progress"])
 
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-    args = parser.parse_args(["convert", *argv, "--no-progress"])
-    return args.func(args)
+
+def files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
 
 
 # ---------------------------------------------------------------- pairing and checks
@@ -156,6 +170,15 @@ def test_window_maps_center_and_width_to_unit_range():
     np.testing.assert_allclose(out, [0.0, 0.0, 0.5, 1.0, 1.0])
 
 
+def test_window_equals_monai_scale_intensity_range():
+    mt = pytest.importorskip("monai.transforms")
+    hu = np.random.default_rng(0).normal(-300, 600, (3, 16, 16)).astype(np.float32)
+    window = Window(-600, 1500)
+    lo, hi = window.bounds(hu)
+    theirs = mt.ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)(hu)
+    np.testing.assert_allclose(window_intensities(hu, window), np.asarray(theirs), atol=1e-7)
+
+
 def test_slices_png_counts_manifest_and_nearest_labels(tmp_path):
     src = make_source(tmp_path / "src", n=2)
     report = convert_to_slices(src, tmp_path / "out", size=(32, 48), window="40,400", progress=False)
@@ -226,6 +249,7 @@ def test_random_patches_foreground_share_reaches_the_one_voxel_lesion(tmp_path):
 
 # ---------------------------------------------------------------- folder runs, resume, CLI
 
+
 def test_folder_run_reports_every_bad_case_and_exits_nonzero(tmp_path, capsys):
     src = make_source(tmp_path / "src", n=4)
     image, label = make_case(1)
@@ -241,6 +265,7 @@ def test_folder_run_reports_every_bad_case_and_exits_nonzero(tmp_path, capsys):
     assert "case1.mhd: origin" in err
     assert "case2.mhd: label has non-integer values" in err
     assert "case3.raw: truncated data file" in err
+    assert files(tmp_path / "out" / "patches") == ["case0_00000.npz"]  # failed cases leave no output
 
 
 def test_resume_skips_finished_cases_and_refuses_foreign_or_changed_outputs(tmp_path, capsys):
@@ -259,26 +284,252 @@ def test_resume_skips_finished_cases_and_refuses_foreign_or_changed_outputs(tmp_
     assert len(rows) == 2 * SHAPE[0]  # the manifest still lists both cases
     # other settings into the same folder: refused, nothing touched
     assert run_cli(["slices", str(src), str(out), "--size", "32,32"]) == 2
-    assert "made with other settings (size)" in capsys.readouterr().err
+    assert "made with other settings (size)" in one_error_line(capsys)
     assert first.stat().st_mtime_ns == mtime
-    # a folder we did not write: refused unless --overwrite
+    # a folder we did not write: refused (and left without a .segbalance folder) unless --overwrite
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "keep.txt").write_text("mine")
     assert run_cli(["slices", str(src), str(foreign)]) == 2
-    assert "not written by segbalance convert" in capsys.readouterr().err
+    line = one_error_line(capsys)
+    assert f"{foreign}: destination exists and was not written by segbalance convert" in line
+    assert files(foreign) == ["keep.txt"]
     assert run_cli(["slices", str(src), str(foreign), "--overwrite", "--size", "16,16"]) == 0
     assert (foreign / "keep.txt").read_text() == "mine"
 
 
-def test_destination_inside_source_is_refused(tmp_path, capsys):
+def test_changed_source_case_is_redone_and_its_old_outputs_replaced(tmp_path, capsys):
+    src = make_source(tmp_path / "src", n=2)
+    out = tmp_path / "out"
+    argv = ["slices", str(src), str(out), "--size", "16,16"]
+    assert run_cli(argv) == 0
+    case0 = out / "images" / "case0_0000.png"
+    mtime = case0.stat().st_mtime_ns
+    image, label = make_case(1)
+    image.array[:] = 40.0  # new content and fewer slices: case1_0004/0005 must go
+    write_volume(Volume(image.array[:4], SPACING), src / "images" / "case1.mhd")
+    write_volume(Volume(label.array[:4], SPACING), src / "labels" / "case1.mhd")
+    capsys.readouterr()
+    assert run_cli(argv) == 0
+    assert "2 case(s) converted (1 already done)" in capsys.readouterr().out
+    assert case0.stat().st_mtime_ns == mtime
+    expected = [f"case{c}_{i:04d}.png" for c, n in ((0, 6), (1, 4)) for i in range(n)]
+    assert files(out / "images") == files(out / "labels") == expected
+    new_pixels = np.asarray(Image.open(out / "images" / "case1_0000.png"))
+    assert np.unique(new_pixels).tolist() == [128]  # 40 HU in the 40,400 window: 0.5 * 255, rounded
+    assert len(json.loads((out / "manifest.json").read_text())) == 6 + 4
+    # only the data file of an MHD changes (same size, header untouched): also noticed
+    raw = src / "images" / "case0.zraw"
+    os.utime(raw, ns=(raw.stat().st_atime_ns, raw.stat().st_mtime_ns + 10**9))
+    assert run_cli(argv) == 0
+    assert "2 case(s) converted (1 already done)" in capsys.readouterr().out
+    assert case0.stat().st_mtime_ns != mtime
+
+
+def test_case_removed_from_source_or_failing_now_loses_its_outputs(tmp_path, capsys):
+    src = make_source(tmp_path / "src", n=3)
+    out = tmp_path / "out"
+    argv = ["patches", str(src), str(out), "--patch-size", "2,8,8", "--n-patches", "2"]
+    assert run_cli(argv) == 0
+    for ext in (".mhd", ".zraw"):
+        (src / "images" / f"case2{ext}").unlink()
+        (src / "labels" / f"case2{ext}").unlink()
+    label = make_case(1)[1]
+    write_volume(label.with_array(label.array.astype(np.float32) + 0.5), src / "labels" / "case1.mhd")
+    capsys.readouterr()
+    assert run_cli(argv) == 1
+    assert "case1.mhd: label has non-integer values" in capsys.readouterr().err
+    assert files(out / "patches") == ["case0_00000.npz", "case0_00001.npz"]
+    assert sorted(p.name for p in (out / ".segbalance" / "done").iterdir()) == ["case0.json"]
+    assert {r["case"] for r in json.loads((out / "manifest.json").read_text())} == {"case0"}
+
+
+def test_nnunet_rerun_with_a_failing_case_drops_its_files_and_the_stale_dataset_json(tmp_path, capsys):
+    src = make_source(tmp_path / "src", n=2)
+    raw = tmp_path / "raw"
+    argv = ["nnunet", str(src), str(raw), "--dataset-id", "3", "--name", "R"]
+    assert run_cli(argv) == 0
+    ds = raw / "Dataset003_R"
+    label = make_case(1)[1]
+    write_volume(label.with_array(label.array.astype(np.float32) + 0.5), src / "labels" / "case1.mhd")
+    assert run_cli(argv) == 1
+    assert "case1.mhd: label has non-integer values" in capsys.readouterr().err
+    assert files(ds / "imagesTr") == ["case0_0000.nii.gz"] and files(ds / "labelsTr") == ["case0.nii.gz"]
+    assert not (ds / "dataset.json").exists()
+
+
+def test_other_source_into_the_same_destination_is_refused_naming_both(tmp_path, capsys):
+    src_a = make_source(tmp_path / "a", n=2)
+    src_b = make_source(tmp_path / "b", n=1)
+    out = tmp_path / "out"
+    argv = ["--patch-size", "2,8,8", "--n-patches", "3"]
+    assert run_cli(["patches", str(src_a), str(out), *argv]) == 0
+    before = files(out)
+    capsys.readouterr()
+    assert run_cli(["patches", str(src_b), str(out), *argv]) == 2
+    line = one_error_line(capsys)
+    assert f"holds a conversion of {src_a.resolve()}, not of {src_b.resolve()}" in line
+    assert files(out) == before
+    # --overwrite: the result is exactly a fresh conversion of the new source (case1 of a is gone)
+    assert run_cli(["patches", str(src_b), str(out), *argv, "--overwrite"]) == 0
+    assert run_cli(["patches", str(src_b), str(tmp_path / "fresh"), *argv]) == 0
+    assert tree_digest(out) == tree_digest(tmp_path / "fresh")
+
+
+def test_overwrite_removes_what_the_new_run_does_not_write_and_nothing_else(tmp_path):
+    src = make_source(tmp_path / "src", n=2)
+    out = tmp_path / "out"
+    assert run_cli(["patches", str(src), str(out), "--patch-size", "2,8,8", "--n-patches", "5"]) == 0
+    (out / "notes.txt").write_text("mine")  # files segbalance did not write survive --overwrite
+    (out / "patches" / "mine.npz").write_bytes(b"not ours")
+    argv = ["--patch-size", "2,8,8", "--n-patches", "2"]
+    assert run_cli(["patches", str(src), str(out), *argv, "--overwrite"]) == 0
+    assert files(out / "patches") == ["case0_00000.npz", "case0_00001.npz", "case1_00000.npz",
+                                      "case1_00001.npz", "mine.npz"]
+    assert (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()
+    (out / "patches" / "mine.npz").unlink()
+    assert run_cli(["patches", str(src), str(tmp_path / "fresh"), *argv]) == 0
+    assert tree_digest(out) == tree_digest(tmp_path / "fresh")
+
+
+def test_leftovers_of_a_killed_run_are_cleaned_and_never_count_as_done(tmp_path, capsys):
+    src = make_source(tmp_path / "src", n=2)
+    out = tmp_path / "out"
+    argv = ["patches", str(src), str(out), "--patch-size", "2,8,8", "--n-patches", "3"]
+    assert run_cli(argv) == 0
+    fresh = tree_digest(out)
+    # what a kill during case1 leaves: its marker not yet written, a journal (last line torn), a finished
+    # patch, a temporary file and folder of our naming; plus a dot-file of the user's
+    state = out / ".segbalance"
+    (state / "done" / "case1.json").unlink()
+    (state / "partial" / "case1.txt").write_text("patches/case1_00000.npz\npatches/case1_000")
+    (out / "patches" / "case1_00002.npz").write_bytes(b"half")  # listed nowhere: rewritten anyway
+    (out / "patches" / ".case1_00001.npz.k2j3.segbalance-tmp").write_bytes(b"partial")
+    (out / ".x.nii.gz.abc.segbalance-tmp").mkdir()
+    (out / ".x.nii.gz.abc.segbalance-tmp" / "x.nii.gz").write_bytes(b"partial")
+    (out / ".user-dotfile").write_text("keep")
+    capsys.readouterr()
+    assert run_cli(argv) == 0
+    assert "2 case(s) converted (1 already done)" in capsys.readouterr().out
+    assert (out / ".user-dotfile").read_text() == "keep"
+    (out / ".user-dotfile").unlink()
+    assert tree_digest(out) == fresh
+
+
+def test_a_second_writer_to_the_same_destination_is_refused(tmp_path):
+    with OutputFolder(tmp_path / "out", {"converter": "x"}, source=tmp_path):
+        with pytest.raises(UserError, match="another segbalance convert is writing to this destination"):
+            OutputFolder(tmp_path / "out", {"converter": "x"}, source=tmp_path)
+    OutputFolder(tmp_path / "out", {"converter": "x"}, source=tmp_path).close()  # free again
+
+
+def _npz_arrays(root: Path) -> dict[str, dict[str, bytes]]:
+    out = {}
+    for path in sorted((root / "patches").glob("*.npz")):
+        with np.load(path) as z:
+            out[path.name] = {k: z[k].tobytes() for k in z.files}
+    return out
+
+
+def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path):
+    src = make_source(tmp_path / "src", n=3)
+    argv = ["convert", "patches", str(src), "DST", "-j", "1", "--no-progress", "--patch-size", "2,4,4",
+            "--n-patches", "400", "--fg-share", "0.5", "--seed", "3"]
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "segbalance.cli", *[str(killed) if a == "DST" else a for a in argv]]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    patches = killed / "patches"
+    while proc.poll() is None:  # kill while case1 (patches 400..799) is being written
+        if patches.is_dir() and len(os.listdir(patches)) > 450:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.002)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+    done = sorted(p.name for p in (killed / ".segbalance" / "done").iterdir())
+    assert "case0.json" in done and "case2.json" not in done, "the kill was meant to land mid-run"
+    assert not (killed / "manifest.csv").exists()
+    assert main([a.replace("DST", str(killed)) for a in argv]) == 0
+    assert main([a.replace("DST", str(tmp_path / "whole")) for a in argv]) == 0
+    assert files(killed) == files(tmp_path / "whole")
+    assert _npz_arrays(killed) == _npz_arrays(tmp_path / "whole")
+    assert tree_digest(killed) == tree_digest(tmp_path / "whole")  # markers, manifest, NPZ bytes too
+
+
+# ---------------------------------------------------------------- one-line errors, exit code 2
+
+@pytest.mark.parametrize("argv, expected", [
+    (["patches", "SRC", "OUT", "--patch-size", "1,a"], "argument --patch-size: '1,a': expected 3 positive"),
+    (["patches", "SRC", "OUT", "--patch-size", "64,64"], "argument --patch-size: '64,64': expected 3"),
+    (["slices", "SRC", "OUT", "--size", "0,5"], "argument --size: '0,5': expected 2 positive integers"),
+    (["slices", "SRC", "OUT", "--size", "224"], "argument --size: '224': expected 2 positive integers"),
+    (["slices", "SRC", "OUT", "-j", "0"], "argument -j/--jobs: '0': expected a positive integer"),
+])
+def test_bad_arguments_are_one_line_exit_2(tmp_path, capsys, argv, expected):
+    argv = [str(tmp_path / a) if a in ("SRC", "OUT") else a for a in argv]
+    with pytest.raises(SystemExit) as exc:
+        main(["convert", *argv])
+    assert exc.value.code == 2
+    line = one_error_line(capsys)
+    assert line.startswith(f"segbalance convert {argv[0]}: error: ") and expected in line
+    assert not (tmp_path / "OUT").exists()
+
+
+def test_unusable_destinations_are_one_line_exit_2(tmp_path, capsys):
     src = make_source(tmp_path / "src", n=1)
+    missing = tmp_path / "nowhere" / "out"
+    assert run_cli(["slices", str(src), str(missing)]) == 2
+    assert f"{missing}: the destination's parent folder {tmp_path / 'nowhere'} does not exist" in \
+        one_error_line(capsys)
+    (tmp_path / "afile").write_text("x")
+    assert run_cli(["slices", str(src), str(tmp_path / "afile")]) == 2
+    assert f"{tmp_path / 'afile'}: destination exists and is not a folder" in one_error_line(capsys)
     assert run_cli(["nnunet", str(src), str(src / "out"), "--dataset-id", "1", "--name", "X"]) == 2
-    assert "must not be inside the source folder" in capsys.readouterr().err
+    assert "must not be inside the source folder" in one_error_line(capsys)
+    assert not (src / "out").exists()
+
+
+def test_unwritable_destination_is_one_line_exit_2(tmp_path, capsys):
+    src = make_source(tmp_path / "src", n=1)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    target = ro / "out" if os.geteuid() != 0 else Path("/sys/segbalance-out")  # root ignores mode bits
+    if not target.parent.is_dir():
+        pytest.skip("no unwritable folder to test with")
+    try:
+        assert run_cli(["patches", str(src), str(target)]) == 2
+    finally:
+        ro.chmod(0o755)
+    line = one_error_line(capsys)
+    assert f"segbalance convert: error: {target}: cannot write to the destination folder" in line
+
+
+def test_empty_source_is_an_error_not_zero_cases(tmp_path, capsys):
+    src = tmp_path / "src"
+    (src / "images").mkdir(parents=True)
+    (src / "labels").mkdir()
+    (src / "images" / "notes.txt").write_text("not a volume")
+    for target in (["slices"], ["patches"], ["nnunet", "--dataset-id", "2", "--name", "E"]):
+        out = tmp_path / f"out_{target[0]}"
+        assert run_cli([target[0], str(src), str(out), *target[1:]]) == 2
+        assert f"{src}: no cases found" in one_error_line(capsys)
+        assert not out.exists()
+
+
+def test_2d_image_for_patches_is_one_line_exit_2(tmp_path, capsys):
+    src = make_source(tmp_path / "src", n=1)
+    flat = Volume(np.zeros((20, 24), np.float32), (0.9, 0.8))
+    write_volume(flat, src / "images" / "flat.nii.gz")
+    assert run_cli(["patches", str(src), str(tmp_path / "out"), "--patch-size", "2,8,8"]) == 2
+    assert f"{src / 'images' / 'flat.nii.gz'}: 2D image; patches need 3D volumes" in one_error_line(capsys)
+    assert not (tmp_path / "out").exists()
 
 
 def test_parallel_jobs_give_the_same_outputs(tmp_path):
-    src = make_source(tmp_path / "src", n=2)
+    src = make_source(tmp_path / "src", n=3)
     a = convert_to_patches(src, tmp_path / "a", patch_size=(2, 8, 8), n_patches=4, progress=False)
     b = convert_to_patches(src, tmp_path / "b", patch_size=(2, 8, 8), n_patches=4, jobs=2, progress=False)
     assert a.rows() == b.rows()
+    assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b")

@@ -12,8 +12,10 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
+from segbalance.atomic import atomic_save_npz, atomic_write, remove_stale_temps
 from segbalance.preprocessing.dicom import write_dicom_series
-from segbalance.preprocessing.io import Volume, case_id, read_volume, write_volume
+from segbalance.preprocessing.io import case_id, image_dimension, read_volume, source_files, write_volume
+from segbalance.preprocessing.volume import Volume
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 if not REAL.is_dir():
@@ -158,6 +160,66 @@ def test_unreadable_and_missing_files(tmp_path):
         read_volume(tmp_path / "notes.txt")
     with pytest.raises(ValueError, match="cannot write format '.png'"):
         write_volume(Volume(np.zeros((2, 2, 2)), (1, 1, 1)), tmp_path / "x.png")
+
+
+def test_volume_builds_from_an_array_and_a_direction_matrix():
+    direction = oblique_direction()
+    vol = Volume([[[0, 1], [2, 3]]], spacing=(2.0, 0.5, 0.25), origin=(1, 2, 3), direction=direction)
+    image = vol.to_sitk()
+    assert vol.array.dtype.kind == "i" and vol.shape == (1, 2, 2)
+    assert image.GetSpacing() == pytest.approx((0.25, 0.5, 2.0))
+    assert image.GetDirection() == pytest.approx(tuple(direction.ravel()))
+    assert Volume.from_sitk(image).origin == (1.0, 2.0, 3.0)
+
+
+def test_source_files_lists_data_files_and_series_slices(tmp_path, volume):
+    write_volume(volume, tmp_path / "a.mhd", compress=False)
+    assert source_files(tmp_path / "a.mhd") == [tmp_path / "a.mhd", tmp_path / "a.raw"]
+    assert source_files(write_volume(volume, tmp_path / "b.nii.gz")) == [tmp_path / "b.nii.gz"]
+    written = write_dicom_series(volume, tmp_path / "series")
+    assert source_files(tmp_path / "series") == sorted(written)
+    assert image_dimension(tmp_path / "b.nii.gz") == 3
+    assert image_dimension(write_volume(Volume(np.zeros((4, 5)), (1, 1)), tmp_path / "flat.nrrd")) == 2
+
+
+def test_atomic_npz_is_deterministic_and_loads_with_numpy(tmp_path):
+    arrays = {"image": np.arange(24, dtype=np.int16).reshape(2, 3, 4), "spacing": np.array([1.5, 0.7])}
+    for compress in (False, True):
+        a = atomic_save_npz(tmp_path / f"a{compress}.npz", compress=compress, **arrays)
+        b = atomic_save_npz(tmp_path / f"b{compress}.npz", compress=compress, **arrays)
+        assert a.read_bytes() == b.read_bytes()  # no timestamps: a re-run gives the same file
+        with np.load(a) as z:
+            assert sorted(z.files) == ["image", "spacing"]
+            np.testing.assert_array_equal(z["image"], arrays["image"])
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["aFalse.npz", "aTrue.npz", "bFalse.npz", "bTrue.npz"]
+
+
+def test_atomic_write_leaves_nothing_on_error_and_moves_side_files(tmp_path, volume):
+    (tmp_path / "x.bin").write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_write(tmp_path / "x.bin") as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("boom")
+    assert (tmp_path / "x.bin").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.bin"]
+    write_volume(volume, tmp_path / "v.mhd")  # header and .zraw land together
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mhd", "v.zraw", "x.bin"]
+
+
+def test_remove_stale_temps_removes_only_our_temporary_names(tmp_path):
+    (tmp_path / "sub").mkdir()
+    ours = [tmp_path / ".a.npz.x1.segbalance-tmp", tmp_path / "sub" / ".b.png.x2.segbalance-tmp"]
+    for p in ours:
+        p.write_bytes(b"")
+    (tmp_path / ".c.nii.gz.x3.segbalance-tmp").mkdir()
+    (tmp_path / ".c.nii.gz.x3.segbalance-tmp" / "c.nii.gz").write_bytes(b"")
+    keep = [tmp_path / "a.segbalance-tmp", tmp_path / ".hidden", tmp_path / "sub" / ".b.png.tmp"]
+    for p in keep:
+        p.write_bytes(b"")
+    removed = remove_stale_temps(tmp_path)
+    assert removed == sorted(ours + [tmp_path / ".c.nii.gz.x3.segbalance-tmp"])
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == sorted(keep)
 
 
 @pytest.mark.skipif(not REAL.is_dir(), reason="real data folder absent")

@@ -4,19 +4,21 @@ convert to nnU-Net v2 raw datasets, 2D slices or 3D patches; MONAI transforms fo
 Heavy modules (MONAI transforms, converters) are imported on first use.
 """
 
-from segbalance.preprocessing.io import Volume, case_id, read_volume, write_volume
+from segbalance.preprocessing.io import case_id, read_volume, write_volume
+from segbalance.preprocessing.volume import Volume
 
 __all__ = [
     "Volume", "read_volume", "write_volume", "case_id",
     "convert_to_nnunet", "convert_to_slices", "convert_to_patches", "find_cases", "load_case",
-    "LoadVolumed", "VolumeToSlicesd", "VolumeToPatchesd", "LabelProportionsd",
+    "LoadVolumed", "VolumeToSlicesd", "VolumeToPatchesd", "LabelProportionsd", "SignedDistanceMapd",
+    "VolumeReader",
 ]
 
 _LAZY = {
     "convert_to_nnunet": "nnunet", "convert_to_slices": "slices", "convert_to_patches": "patches",
     "find_cases": "pairing", "load_case": "pairing",
     "LoadVolumed": "transforms", "VolumeToSlicesd": "transforms", "VolumeToPatchesd": "transforms",
-    "LabelProportionsd": "transforms",
+    "LabelProportionsd": "transforms", "SignedDistanceMapd": "transforms", "VolumeReader": "transforms",
 }
 
 

@@ -1,32 +1,34 @@
 """Read and write 3D volumes with their geometry: NIfTI, MHD/MHA (+RAW), NRRD and DICOM series.
 
-:class:`Volume` holds the voxel array in SimpleITK's numpy order ``(z, y, x)``, the ``spacing`` in that
-same array order ``(z, y, x)`` (mm), and ``origin`` / ``direction`` in ITK's physical LPS convention:
-``origin`` is ``(x, y, z)`` and ``direction`` the row-major 3x3 matrix whose *columns* are the physical
-directions of the ITK axes ``i, j, k`` (= array axes ``x, y, z``). Intensities are in real units
-(DICOM rescale slope/intercept applied, so CT is in HU).
+A :class:`~segbalance.preprocessing.volume.Volume` (its own module) holds the voxel array in SimpleITK's
+numpy order ``(z, y, x)``, the ``spacing`` in that same array order ``(z, y, x)`` (mm), and ``origin`` /
+``direction`` in ITK's physical LPS convention: ``origin`` is ``(x, y, z)`` and ``direction`` the
+row-major 3x3 matrix whose *columns* are the physical directions of the ITK axes ``i, j, k`` (= array
+axes ``x, y, z``). Intensities are in real units (DICOM rescale slope/intercept applied, so CT is in HU).
 
-Writing is atomic: the file is written under a temporary name in the destination folder and moved into
-place with :func:`os.replace`, so an interrupted run never leaves a half-written volume behind.
+Writing is atomic (:func:`segbalance.atomic.atomic_write`): the file is written under a temporary name in
+the destination folder and moved into place with :func:`os.replace`, so an interrupted run never leaves a
+half-written volume behind.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from segbalance.atomic import atomic_write
+from segbalance.preprocessing.volume import Volume
+
 __all__ = [
-    "Volume",
     "read_volume",
     "write_volume",
     "case_id",
     "volume_format",
+    "source_files",
+    "image_dimension",
     "VOLUME_EXTENSIONS",
     "WRITABLE_EXTENSIONS",
 ]
@@ -34,83 +36,6 @@ __all__ = [
 # longest first so ".nii.gz" wins over ".gz"
 VOLUME_EXTENSIONS = (".nii.gz", ".nii", ".mhd", ".mha", ".nrrd", ".nhdr", ".dcm")
 WRITABLE_EXTENSIONS = (".nii.gz", ".nii", ".mhd", ".mha", ".nrrd")
-
-
-@dataclass
-class Volume:
-    """A 3D (or 2D) image with geometry.
-
-    Attributes:
-        array: voxels in SimpleITK numpy order ``(z, y, x)``.
-        spacing: voxel size in mm in the same order as ``array`` axes ``(z, y, x)``.
-        origin: physical position (mm, ITK LPS) of the first voxel, ``(x, y, z)``.
-        direction: row-major ``ndim x ndim`` direction cosines (ITK convention, columns = axes i, j, k).
-        path: the file or folder the volume was read from, if any.
-    """
-
-    array: np.ndarray
-    spacing: tuple[float, ...]
-    origin: tuple[float, ...] = field(default=())
-    direction: tuple[float, ...] = field(default=())
-    path: Path | None = None
-
-    def __post_init__(self) -> None:
-        nd = self.array.ndim
-        if nd not in (2, 3):
-            raise ValueError(f"Volume array must be 2D or 3D, got shape {self.array.shape}")
-        self.spacing = tuple(float(s) for s in self.spacing)
-        if len(self.spacing) != nd:
-            raise ValueError(f"spacing {self.spacing} must have one entry per array axis ({nd})")
-        if any(not np.isfinite(s) or s <= 0 for s in self.spacing):
-            raise ValueError(f"spacing must be positive and finite, got {self.spacing}")
-        self.origin = tuple(float(o) for o in self.origin) if len(self.origin) else (0.0,) * nd
-        self.direction = (
-            tuple(float(d) for d in np.asarray(self.direction).ravel())
-            if len(self.direction)
-            else tuple(np.eye(nd).ravel().tolist())
-        )
-        if len(self.origin) != nd or len(self.direction) != nd * nd:
-            raise ValueError(
-                f"origin {self.origin} / direction {self.direction} do not match a {nd}D array"
-            )
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.array.shape)
-
-    @property
-    def direction_matrix(self) -> np.ndarray:
-        nd = self.array.ndim
-        return np.asarray(self.direction, dtype=np.float64).reshape(nd, nd)
-
-    def to_sitk(self) -> sitk.Image:
-        """SimpleITK image with the same voxels and geometry (ITK spacing is ``(x, y, z)``)."""
-        image = sitk.GetImageFromArray(np.ascontiguousarray(self.array))
-        image.SetSpacing(tuple(reversed(self.spacing)))
-        image.SetOrigin(self.origin)
-        image.SetDirection(self.direction)
-        return image
-
-    @classmethod
-    def from_sitk(cls, image: sitk.Image, path: str | os.PathLike | None = None) -> Volume:
-        if image.GetNumberOfComponentsPerPixel() != 1:
-            raise ValueError(
-                f"{path or 'image'}: {image.GetNumberOfComponentsPerPixel()}-component (vector/RGB) pixels "
-                "are not supported; expected a scalar volume"
-            )
-        return cls(
-            array=sitk.GetArrayFromImage(image),
-            spacing=tuple(reversed(image.GetSpacing())),
-            origin=image.GetOrigin(),
-            direction=image.GetDirection(),
-            path=Path(path) if path is not None else None,
-        )
-
-    def with_array(self, array: np.ndarray) -> Volume:
-        """Same geometry, new voxels (must have the same shape)."""
-        if array.shape != self.array.shape:
-            raise ValueError(f"array shape {array.shape} differs from the volume's {self.array.shape}")
-        return Volume(array, self.spacing, self.origin, self.direction, self.path)
 
 
 def volume_format(path: str | os.PathLike) -> str:
@@ -134,13 +59,53 @@ def case_id(path: str | os.PathLike) -> str:
     return p.name[: len(p.name) - len(fmt)]
 
 
+def _header_fields(path: Path, sep: str) -> dict[str, str]:
+    """``key <sep> value`` lines of a text header (MHD ``=``, detached NRRD ``:``)."""
+    header: dict[str, str] = {}
+    with open(path, "rb") as f:
+        text = f.read(1 << 16).decode("latin-1")
+    for line in text.splitlines():
+        if sep in line:
+            key, value = line.split(sep, 1)
+            header[key.strip().lower() if sep == ":" else key.strip()] = value.strip()
+    return header
+
+
+def source_files(path: str | os.PathLike) -> list[Path]:
+    """Every file that makes up the volume at ``path``: the file itself, an MHD's or detached NRRD's data
+    file, or each file of a DICOM folder (sorted). What a converter fingerprints to notice a changed case."""
+    p = Path(path)
+    if p.is_dir():
+        return sorted(f for f in p.rglob("*") if f.is_file())
+    out = [p]
+    fmt = volume_format(p)
+    if fmt in (".mhd", ".nhdr") and p.is_file():
+        header = _header_fields(p, "=" if fmt == ".mhd" else ":")
+        key = "ElementDataFile" if fmt == ".mhd" else "data file"
+        data = header.get(key, header.get("datafile"))
+        if data and data != "LOCAL" and not data.startswith("LIST") and "%" not in data:
+            out.append(p.parent / data)
+    return out
+
+
+def image_dimension(path: str | os.PathLike) -> int | None:
+    """Number of image dimensions from the header alone (``None`` for a DICOM folder or when the header
+    cannot be read: the full read reports the problem)."""
+    p = Path(path)
+    if p.is_dir():
+        return None
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(p))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    return reader.GetDimension()
+
+
 def _check_mhd_data_file(path: Path) -> None:
     """An MHD header must point at an existing data file of the right size (ITK's error is vague)."""
-    header: dict[str, str] = {}
-    for line in path.read_text(errors="replace").splitlines():
-        if "=" in line:
-            key, value = line.split("=", 1)
-            header[key.strip()] = value.strip()
+    header = _header_fields(path, "=")
     data = header.get("ElementDataFile")
     if data is None:
         raise ValueError(f"{path}: MHD header has no ElementDataFile entry")
@@ -270,13 +235,6 @@ def write_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = Tr
     p.parent.mkdir(parents=True, exist_ok=True)
     image = volume.to_sitk()
     use_compression = compress and fmt in (".nii.gz", ".mha", ".mhd", ".nrrd")
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent))
-    try:
-        tmp_path = tmpdir / p.name
-        sitk.WriteImage(image, str(tmp_path), use_compression)
-        # data files first (MHD's .raw/.zraw), header last: a reader never sees a header without data
-        for written in sorted(tmpdir.iterdir(), key=lambda f: f.name == p.name):
-            os.replace(written, p.parent / written.name)
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+    with atomic_write(p) as tmp:
+        sitk.WriteImage(image, str(tmp), use_compression)
     return p

@@ -23,9 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from segbalance.preprocessing.io import write_volume
-from segbalance.preprocessing.pairing import Case, CaseError, find_cases, load_case
-from segbalance.preprocessing.runs import ConversionReport, OutputFolder, atomic_write_text, run_cases
+from segbalance.errors import UserError
+from segbalance.preprocessing.pairing import Case, CaseError, load_case
+from segbalance.preprocessing.runs import (
+    CaseOutputs,
+    ConversionReport,
+    OutputFolder,
+    find_source_cases,
+    prepare_destination,
+    run_cases,
+)
 
 __all__ = ["parse_label_map", "dataset_folder_name", "convert_case_to_nnunet", "convert_to_nnunet"]
 
@@ -65,18 +72,14 @@ def _label_dtype(n_labels: int) -> type:
     return np.uint8 if n_labels <= 255 else np.uint16
 
 
-def convert_case_to_nnunet(case: Case, dataset_dir: str, file_ending: str,
+def convert_case_to_nnunet(case: Case, out: CaseOutputs, file_ending: str,
                            label_map: dict[int, str] | None) -> dict:
-    """Read, check and write one case; returns the resume record (outputs + label values found)."""
-    dataset_dir = Path(dataset_dir)
+    """Read, check and write one case through ``out``; returns the label values found, split, channels."""
     known = set(label_map) if label_map else None
     images, label = load_case(case, known)
     img_dir = "imagesTr" if case.split == "train" else "imagesTs"
-    outputs = []
     for channel, image in enumerate(images):
-        rel = f"{img_dir}/{case.case_id}_{channel:04d}{file_ending}"
-        write_volume(image, dataset_dir / rel)
-        outputs.append(rel)
+        out.write_volume(f"{img_dir}/{case.case_id}_{channel:04d}{file_ending}", image)
     values: list[int] = []
     if label is not None:
         arr = label.array
@@ -89,11 +92,9 @@ def convert_case_to_nnunet(case: Case, dataset_dir: str, file_ending: str,
         elif values and values[-1] > 255 * 255:
             raise CaseError(f"{case.label}: label value {values[-1]} too large; give a label map")
         n = len(label_map) if label_map else (values[-1] + 1 if values else 1)
-        rel = f"labelsTr/{case.case_id}{file_ending}"
-        write_volume(label.with_array(arr.astype(_label_dtype(n))), dataset_dir / rel)
-        outputs.append(rel)
-    return {"outputs": outputs, "label_values": values,
-            "split": case.split, "n_channels": len(images)}
+        label = label.with_array(arr.astype(_label_dtype(n)))
+        out.write_volume(f"labelsTr/{case.case_id}{file_ending}", label)
+    return {"label_values": values, "split": case.split, "n_channels": len(images)}
 
 
 def convert_to_nnunet(
@@ -127,9 +128,9 @@ def convert_to_nnunet(
                          "(nnU-Net cannot read .mhd; use .nii.gz or .mha)")
     lmap = parse_label_map(label_map) if isinstance(label_map, str) or label_map is None else dict(label_map)
     folder = dataset_folder_name(dataset_id, name)
-    cases = find_cases(src)
-    if not cases:
-        raise ValueError(f"{src}: no cases found")
+    cases = find_source_cases(src)
+    for case in cases:  # names DICOM-SEG segments / RTSTRUCT ROIs (pairing.load_case)
+        case.extra["label_map"] = lmap
     n_channels = {len(c.images) for c in cases}
     if len(n_channels) != 1:
         raise ValueError(f"{src}: cases have different channel counts {sorted(n_channels)}")
@@ -138,28 +139,33 @@ def convert_to_nnunet(
         channel_names = ["CT"] if n_ch == 1 else [f"channel_{i}" for i in range(n_ch)]
     if len(channel_names) != n_ch:
         raise ValueError(f"channel_names {channel_names} must have one name per channel ({n_ch})")
-    out = OutputFolder(
-        Path(dst) / folder,
-        {"converter": "nnunet", "dataset": folder, "file_ending": file_ending,
-         "label_map": lmap, "channel_names": channel_names},
-        overwrite=overwrite, sources=[src],
-    )
-    dataset_dir = out.root
-    report = run_cases(cases, convert_case_to_nnunet, out, jobs=jobs, desc=f"nnunet {folder}",
-                       progress=progress, dataset_dir=str(dataset_dir), file_ending=file_ending,
-                       label_map=lmap)
-    if report.failed:
-        return report
+    prepare_destination(dst, [src])
+    config = {"converter": "nnunet", "dataset": folder, "file_ending": file_ending, "label_map": lmap,
+              "channel_names": channel_names}
+    with OutputFolder(Path(dst) / folder, config, overwrite=overwrite, source=src) as out:
+        report = run_cases(cases, convert_case_to_nnunet, out, jobs=jobs, desc=f"nnunet {folder}",
+                           progress=progress, file_ending=file_ending, label_map=lmap)
+        if report.failed:  # a dataset.json of an earlier run would describe cases that are gone
+            out.remove_run_file("dataset.json")
+            return report
+        out.write_run_file("dataset.json", json.dumps(_dataset_json(report, src, name, lmap, channel_names,
+                                                                    file_ending), indent=2))
+    return report
+
+
+def _dataset_json(report: ConversionReport, src: str | os.PathLike, name: str, lmap: dict[int, str] | None,
+                  channel_names: list[str], file_ending: str) -> dict:
+    """nnU-Net's ``dataset.json`` for the converted cases."""
     train = [r for r in report.results if r.record and r.record.get("split") == "train"]
     if lmap:
         labels = {name_: new for new, (_, name_) in enumerate(sorted(lmap.items()))}
     else:
         seen = sorted({v for r in train for v in r.record["label_values"]} | {0})
         if seen != list(range(len(seen))):
-            raise ValueError(f"{src}: label values {seen} are not consecutive 0..K-1; pass a label map "
+            raise UserError(f"{src}: label values {seen} are not consecutive 0..K-1; pass a label map "
                              "(e.g. --label-map 0=background,1=organ,2=lesion) to remap them")
         labels = {("background" if v == 0 else f"label_{v}"): v for v in seen}
-    dataset_json = {
+    return {
         "channel_names": {str(i): n for i, n in enumerate(channel_names)},
         "labels": labels,
         "numTraining": len(train),
@@ -167,5 +173,3 @@ def convert_to_nnunet(
         "name": name,
         "description": f"converted from {Path(src).resolve()} by segbalance convert nnunet",
     }
-    atomic_write_text(dataset_dir / "dataset.json", json.dumps(dataset_json, indent=2))
-    return report

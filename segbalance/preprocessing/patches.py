@@ -13,13 +13,20 @@ from __future__ import annotations
 
 import os
 import zlib
-from pathlib import Path
 
 import numpy as np
 
-from segbalance.preprocessing.pairing import Case, find_cases, load_case
-from segbalance.preprocessing.runs import ConversionReport, OutputFolder, atomic_save_npz, run_cases
-from segbalance.preprocessing.slices import write_manifest
+from segbalance.preprocessing.pairing import Case, CaseError, load_case
+from segbalance.preprocessing.runs import (
+    CaseOutputs,
+    ConversionReport,
+    OutputFolder,
+    find_source_cases,
+    prepare_destination,
+    require_3d_images,
+    run_cases,
+    write_manifest,
+)
 
 __all__ = ["grid_starts", "grid_patch_starts", "random_patch_starts", "pad_to_patch", "extract_patch",
            "convert_to_patches", "case_rng"]
@@ -98,11 +105,13 @@ def extract_patch(array: np.ndarray, start: tuple[int, ...], patch: tuple[int, .
     return array[tuple(slice(s, s + p) for s, p in zip(start, patch))]
 
 
-def convert_case_to_patches(case: Case, root: str, patch: tuple[int, int, int], mode: str, overlap: float,
-                            n_patches: int, fg_share: float, seed: int, n_classes: int | None,
+def convert_case_to_patches(case: Case, out: CaseOutputs, patch: tuple[int, int, int], mode: str,
+                            overlap: float, n_patches: int, fg_share: float, seed: int, n_classes: int | None,
                             compress: bool = False) -> dict:
-    root = Path(root)
+    """Write one case's patches through ``out``; returns its manifest rows."""
     images, label = load_case(case)
+    if images[0].array.ndim != 3:
+        raise CaseError(f"{case.images[0]}: 2D image of shape {images[0].shape}; patches need a 3D volume")
     image = np.stack([v.array for v in images])  # (C, z, y, x), source dtype (HU stay int16)
     vol = images[0]
     lab = None if label is None else label.array
@@ -116,7 +125,7 @@ def convert_case_to_patches(case: Case, root: str, patch: tuple[int, int, int], 
     else:
         starts = random_patch_starts(lab, patch, n_patches, fg_share, case_rng(seed, case.case_id))
     k = n_classes or (int(lab.max()) + 1 if lab is not None else 0)
-    outputs, rows = [], []
+    rows = []
     for i, (start, kind) in enumerate(starts):
         rel = f"patches/{case.case_id}_{i:05d}.npz"
         arrays = {"image": extract_patch(image, (0, *start), (image.shape[0], *patch)),
@@ -129,10 +138,9 @@ def convert_case_to_patches(case: Case, root: str, patch: tuple[int, int, int], 
             arrays["label"] = lp.astype(np.uint8 if lab.max() < 256 else np.uint16)
             counts = np.bincount(lp.ravel().astype(np.int64), minlength=k)
             row.update({f"count_{c}": int(n) for c, n in enumerate(counts)})
-        atomic_save_npz(root / rel, compress=compress, **arrays)
-        outputs.append(rel)
+        out.save_npz(rel, compress=compress, **arrays)
         rows.append(row)
-    return {"outputs": outputs, "rows": rows}
+    return {"rows": rows}
 
 
 def convert_to_patches(
@@ -150,6 +158,7 @@ def convert_to_patches(
     jobs: int = 1,
     overwrite: bool = False,
     progress: bool = True,
+    label_map: dict[int, str] | None = None,
 ) -> ConversionReport:
     """Export 3D patches of every case under ``src`` as ``dst/patches/<case>_<i>.npz`` + manifest.
 
@@ -157,7 +166,8 @@ def convert_to_patches(
     ``(pz, py, px)``, ``start`` (z, y, x) and ``spacing``. ``mode="grid"`` tiles the volume with ``overlap``;
     ``mode="random"`` draws ``n_patches`` per case with ``fg_share`` of them on foreground.
     NPZ files are uncompressed unless ``compress`` (zlib costs ~4x the conversion time; uncompressed
-    patches also load fastest in a training loader).
+    patches also load fastest in a training loader). ``label_map`` (``{value: name}``) names the
+    segments/ROIs of DICOM-SEG/RTSTRUCT labels.
     """
     if mode not in ("grid", "random"):
         raise ValueError(f"mode must be 'grid' or 'random', got {mode!r}")
@@ -170,14 +180,18 @@ def convert_to_patches(
         raise ValueError(f"fg_share must be in [0, 1], got {fg_share}")
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-    cases = find_cases(src)
+    cases = find_source_cases(src)
+    for case in cases:  # names DICOM-SEG segments / RTSTRUCT ROIs (pairing.load_case)
+        case.extra["label_map"] = label_map
+    require_3d_images(cases, "patches")
+    prepare_destination(dst, [src])
     config = {"converter": "patches", "patch_size": patch, "mode": mode, "n_classes": n_classes,
-              "compress": compress}
+              "compress": compress, **({"label_map": label_map} if label_map else {})}
     config.update({"overlap": overlap} if mode == "grid" else
                   {"n_patches": n_patches, "fg_share": fg_share, "seed": seed})
-    out = OutputFolder(dst, config, overwrite=overwrite, sources=[src])
-    report = run_cases(cases, convert_case_to_patches, out, jobs=jobs, desc="patches", progress=progress,
-                       root=str(out.root), patch=patch, mode=mode, overlap=overlap, n_patches=n_patches,
-                       fg_share=fg_share, seed=seed, n_classes=n_classes, compress=compress)
-    write_manifest(out.root, report.rows())
+    with OutputFolder(dst, config, overwrite=overwrite, source=src) as out:
+        report = run_cases(cases, convert_case_to_patches, out, jobs=jobs, desc="patches", progress=progress,
+                           patch=patch, mode=mode, overlap=overlap, n_patches=n_patches, fg_share=fg_share,
+                           seed=seed, n_classes=n_classes, compress=compress)
+        write_manifest(out, report.rows())
     return report

@@ -1,19 +1,29 @@
-"""Shared machinery of the converters: atomic writes, resume markers, a parallel case runner.
+"""Shared machinery of the converters: the destination folder and its records, the parallel case runner.
 
-Output folder policy (every converter):
+What a converter guarantees about ``DST`` (docs/preprocessing.md, "Re-runs and --overwrite"):
 
-* files are written under a temporary name in their final folder and moved into place with
-  :func:`os.replace` (never half-written);
-* ``DST/.segbalance/config.json`` records the conversion settings and ``DST/.segbalance/done/<case>.json``
-  marks a finished case with its outputs and manifest rows; a re-run skips finished cases whose
-  outputs still exist and redoes the rest;
-* a non-empty ``DST`` that is not ours, or one made with other settings, is refused unless
-  ``overwrite=True`` (then finished-case markers are ignored and outputs rewritten in place);
-* sources are only read.
+* every file is written atomically (:mod:`segbalance.atomic`); a killed run leaves only complete files
+  and temporary ``.*.segbalance-tmp`` entries, which the next run deletes;
+* ``DST/.segbalance/`` records what segbalance wrote: ``config.json`` (the settings), ``run.json`` (the
+  source folder and the run-level files such as ``manifest.csv``), ``done/<case>.json`` per finished case
+  (its source files' size + mtime, the settings' digest, its outputs and manifest rows) and
+  ``partial/<case>.txt``, the journal of the outputs of a case being written (each name is journaled
+  before its file lands, so a killed run leaves no file that is recorded nowhere);
+* a case is *done* when its marker's settings digest and source fingerprint equal the current ones, it
+  has no journal and all its outputs exist; anything else is redone, and the outputs of its previous
+  version that the new one does not write are deleted (all of them when it fails now);
+* the outputs of cases no longer in ``SRC`` are deleted; only files recorded in the markers, journals or
+  ``run.json`` are ever deleted, and only inside ``DST``;
+* a non-empty ``DST`` not written by segbalance, one made with other settings or from another ``SRC``
+  is refused unless ``overwrite``; ``overwrite`` redoes every case and deletes every recorded output
+  the new run does not write;
+* one writer at a time: a second conversion into the same ``DST`` is refused while the first runs.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import io
 import json
 import os
@@ -22,99 +32,343 @@ import traceback
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from pathlib import Path
+from multiprocessing import get_context
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
+from segbalance.atomic import (
+    TEMP_SUFFIX,
+    atomic_save_npz,
+    atomic_write_bytes,
+    atomic_write_text,
+    remove_stale_temps,
+)
+from segbalance.errors import UserError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory lock
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = [
-    "atomic_write_bytes",
-    "atomic_write_text",
-    "atomic_save_npz",
+    "STATE_DIR",
+    "process_pool",
+    "prepare_destination",
+    "find_source_cases",
+    "require_3d_images",
+    "case_fingerprint",
+    "CaseOutputs",
     "OutputFolder",
     "CaseResult",
-    "run_cases",
     "ConversionReport",
+    "run_cases",
+    "write_manifest",
 ]
 
 STATE_DIR = ".segbalance"
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temp file in the same folder and :func:`os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def process_pool(jobs: int) -> ProcessPoolExecutor:
+    """The worker pool of every segbalance command that runs cases in parallel.
+
+    Workers are *spawned*, never forked: forking a parent that has loaded torch, OpenMP or BLAS thread
+    pools can deadlock, and spawn behaves the same on Linux, macOS and Windows. The price is each worker
+    importing its module once (measured in docs/benchmarks-preprocessing.md).
+    """
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"))
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+
+def find_source_cases(src: str | os.PathLike) -> list:
+    """:func:`~segbalance.preprocessing.pairing.find_cases`, refusing a source without any case."""
+    from segbalance.preprocessing.io import VOLUME_EXTENSIONS
+    from segbalance.preprocessing.pairing import find_cases
+
+    cases = find_cases(src)
+    if not cases:
+        raise UserError(f"{src}: no cases found: its images folder holds no volume "
+                        f"({', '.join(VOLUME_EXTENSIONS)}) and no DICOM series folder")
+    return cases
+
+
+def require_3d_images(cases: Iterable, job: str) -> None:
+    """Refuse (one line naming the file) a case whose image is 2D, reading only file headers."""
+    from segbalance.preprocessing.io import image_dimension
+
+    for case in cases:
+        path = case.images[0]
+        if image_dimension(path) == 2:
+            raise UserError(f"{path}: 2D image; {job} need 3D volumes")
+
+
+def _case_paths(case: Any) -> list[Path]:
+    paths = list(case.images) + ([case.label] if case.label is not None else [])
+    for value in getattr(case, "extra", {}).values():  # e.g. DICOM label files
+        items = value if isinstance(value, (list, tuple)) else [value]
+        paths += [Path(v) for v in items if isinstance(v, Path)]
+    return paths
+
+
+def case_fingerprint(case: Any, src: str | os.PathLike) -> list[list]:
+    """``[relative path, size, mtime_ns]`` of every file a case is read from (an MHD's data file and each
+    file of a DICOM folder included): a changed, added or removed source file changes it."""
+    from segbalance.preprocessing.io import source_files
+
+    src = Path(src)
+    out = []
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+        for path in _case_paths(case):
+            for f in source_files(path):
+                st = f.stat()
+                out.append([Path(os.path.relpath(f, src)).as_posix(), st.st_size, st.st_mtime_ns])
+    except OSError as exc:  # vanished file: never equal to a recorded fingerprint; the read reports it
+        out.append(["<unreadable>", str(exc), 0])
+    return out
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+# ---------------------------------------------------------------------------------------------- outputs
 
 
-def atomic_save_npz(path: str | os.PathLike, compress: bool = True, **arrays: np.ndarray) -> Path:
-    buf = io.BytesIO()
-    (np.savez_compressed if compress else np.savez)(buf, **arrays)
-    return atomic_write_bytes(path, buf.getvalue())
+def _check_relative(rel: str) -> str:
+    parts = PurePosixPath(rel).parts
+    if not rel or PurePosixPath(rel).is_absolute() or ".." in parts or parts[0] == STATE_DIR:
+        raise ValueError(f"output name {rel!r} must be a relative path inside the destination")
+    return PurePosixPath(rel).as_posix()
+
+
+class CaseOutputs:
+    """Where one case's converter writes: every output name is journaled in
+    ``DST/.segbalance/partial/<case>.txt`` before its file is written, then listed in :attr:`outputs`."""
+
+    def __init__(self, root: str | os.PathLike, case_id: str):
+        self.root = Path(root)
+        self.case_id = case_id
+        self.outputs: list[str] = []
+        self._journal = _journal_path(self.root, case_id)
+
+    def path(self, rel: str) -> Path:
+        """Journal ``rel`` (a ``/``-separated path relative to ``DST``) and return its full path."""
+        rel = _check_relative(rel)
+        with open(self._journal, "a", encoding="utf-8") as f:
+            f.write(rel + "\n")
+        self.outputs.append(rel)
+        return self.root / rel
+
+    def write_bytes(self, rel: str, data: bytes) -> Path:
+        return atomic_write_bytes(self.path(rel), data)
+
+    def save_npz(self, rel: str, compress: bool = False, **arrays: np.ndarray) -> Path:
+        return atomic_save_npz(self.path(rel), compress=compress, **arrays)
+
+    def write_volume(self, rel: str, volume: Any) -> Path:
+        from segbalance.preprocessing.io import write_volume
+
+        return write_volume(volume, self.path(rel))
+
+
+def _journal_path(root: Path, case_id: str) -> Path:
+    return root / STATE_DIR / "partial" / f"{case_id}.txt"
+
+
+def prepare_destination(dst: str | os.PathLike, sources: Iterable[str | os.PathLike] = ()) -> Path:
+    """Check ``dst`` (not inside a source, parent folder exists, writable) and create it; one-line
+    :class:`~segbalance.errors.UserError` otherwise."""
+    dst = Path(dst)
+    resolved = dst.resolve()
+    for src in sources:
+        src = Path(src).resolve()
+        if resolved == src or src in resolved.parents:
+            raise UserError(f"{dst}: destination must not be inside the source folder {src}")
+    if dst.exists() and not dst.is_dir():
+        raise UserError(f"{dst}: destination exists and is not a folder")
+    if not resolved.parent.is_dir():
+        raise UserError(f"{dst}: the destination's parent folder {resolved.parent} does not exist "
+                        "(or is not a folder); create it first")
+    try:
+        dst.mkdir(exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=TEMP_SUFFIX, dir=dst)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"{dst}: cannot write to the destination folder ({exc.strerror or exc})") from None
+    return dst
 
 
 class OutputFolder:
-    """``DST`` with its resume state (see the module docstring)."""
+    """``DST`` with its records (see the module docstring). Use as a context manager: it holds the
+    destination's lock until closed."""
 
     def __init__(self, root: str | os.PathLike, config: dict[str, Any], overwrite: bool = False,
-                 sources: Iterable[str | os.PathLike] = ()):
+                 source: str | os.PathLike | None = None):
         self.root = Path(root)
         self.overwrite = overwrite
         self.config = json.loads(json.dumps(config, default=str))
-        for src in sources:
-            src = Path(src).resolve()
-            if self.root.resolve() == src or src in self.root.resolve().parents:
-                raise ValueError(f"{self.root}: destination must not be inside the source folder {src}")
-        state = self.root / STATE_DIR
-        if self.root.exists() and any(self.root.iterdir()) and not overwrite:
-            if not state.is_dir():
-                raise FileExistsError(
-                    f"{self.root}: destination exists and was not written by segbalance convert; "
-                    "choose an empty folder or pass --overwrite"
-                )
-            old = json.loads((state / "config.json").read_text()) if (state / "config.json").exists() else {}
-            if old != self.config:
-                changed = sorted(k for k in set(old) | set(self.config) if old.get(k) != self.config.get(k))
-                raise FileExistsError(
-                    f"{self.root}: destination was made with other settings ({', '.join(changed)}); "
-                    "choose another folder or pass --overwrite"
-                )
-        (state / "done").mkdir(parents=True, exist_ok=True)
-        atomic_write_text(state / "config.json", json.dumps(self.config, indent=2, sort_keys=True))
+        self.digest = hashlib.sha256(json.dumps(self.config, sort_keys=True).encode()).hexdigest()[:16]
+        self.source = str(Path(source).resolve()) if source is not None else None
+        self.state = self.root / STATE_DIR
+        had_content = self.root.exists() and any(p.name != STATE_DIR for p in self.root.iterdir())
+        had_state = (self.state / "config.json").is_file()
+        if had_content and not had_state and not overwrite:  # refuse before creating anything in DST
+            raise UserError(f"{self.root}: destination exists and was not written by segbalance convert; "
+                            "choose an empty folder or pass --overwrite")
+        try:
+            (self.state / "done").mkdir(parents=True, exist_ok=True)
+            (self.state / "partial").mkdir(exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"{self.root}: cannot write to the destination folder ({exc.strerror})") from None
+        self._lock = self._acquire_lock()
+        try:
+            if had_state and not overwrite:
+                self._refuse_mismatch()
+            remove_stale_temps(self.root)
+            self._run = self._read_json(self.state / "run.json") or {}
+            atomic_write_text(self.state / "config.json", json.dumps(self.config, indent=2, sort_keys=True))
+            self._run_outputs: set[str] = set(self._run.get("outputs", []))
+            self._save_run()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- lifecycle
+
+    def _acquire_lock(self) -> Any:
+        handle = open(self.state / "lock", "a")
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                raise UserError(f"{self.root}: another segbalance convert is writing to this destination") \
+                    from None
+        return handle
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def __enter__(self) -> OutputFolder:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _refuse_mismatch(self) -> None:
+        old = self._read_json(self.state / "config.json")
+        if old != self.config:
+            old = old if isinstance(old, dict) else {}
+            changed = sorted(k for k in set(old) | set(self.config) if old.get(k) != self.config.get(k))
+            raise UserError(f"{self.root}: destination was made with other settings ({', '.join(changed)}); "
+                            "choose another folder or pass --overwrite")
+        old_source = (self._read_json(self.state / "run.json") or {}).get("source")
+        if old_source and self.source and old_source != self.source:
+            raise UserError(f"{self.root}: destination holds a conversion of {old_source}, not of "
+                            f"{self.source}; choose another folder or pass --overwrite")
+
+    # -- records
+
+    @staticmethod
+    def _read_json(path: Path) -> Any:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _save_run(self) -> None:
+        run = {"source": self.source or self._run.get("source"), "outputs": sorted(self._run_outputs)}
+        atomic_write_text(self.state / "run.json", json.dumps(run, indent=1))
 
     def marker(self, case_id: str) -> Path:
-        return self.root / STATE_DIR / "done" / f"{case_id}.json"
+        return self.state / "done" / f"{case_id}.json"
 
-    def finished(self, case_id: str) -> dict | None:
-        """The stored record of a finished case whose outputs all exist, else ``None``."""
-        if self.overwrite:
+    def fingerprint(self, case: Any) -> list[list]:
+        return case_fingerprint(case, self.source or ".")
+
+    def finished(self, case_id: str, fingerprint: list[list] | None = None) -> dict | None:
+        """The record of a finished case that is still up to date (see the module docstring), else None."""
+        if self.overwrite or _journal_path(self.root, case_id).exists():
             return None
-        marker = self.marker(case_id)
-        if not marker.exists():
+        record = self._read_json(self.marker(case_id))
+        if not isinstance(record, dict) or record.get("settings") != self.digest:
             return None
-        try:
-            record = json.loads(marker.read_text())
-        except json.JSONDecodeError:
+        if fingerprint is not None and record.get("sources") != fingerprint:
             return None
-        if all((self.root / f).exists() for f in record.get("outputs", [])):
+        if all((self.root / f).is_file() for f in record.get("outputs", [])):
             return record
         return None
 
-    def mark_done(self, case_id: str, record: dict) -> None:
+    def _recorded_outputs(self, case_id: str) -> list[str]:
+        record = self._read_json(self.marker(case_id))
+        outputs = list(record.get("outputs", [])) if isinstance(record, dict) else []
+        journal = _journal_path(self.root, case_id)
+        if journal.exists():
+            outputs += [line for line in journal.read_text(encoding="utf-8").splitlines() if line]
+        return outputs
+
+    def claim(self, case_id: str) -> None:
+        """Before redoing a case: move its marker's outputs into its journal, then drop the marker."""
+        journal = _journal_path(self.root, case_id)
+        old = self._read_json(self.marker(case_id))
+        lines = list(old.get("outputs", [])) if isinstance(old, dict) else []
+        torn = journal.exists() and not journal.read_bytes().endswith(b"\n")  # killed mid-line
+        if lines or torn:
+            with open(journal, "a", encoding="utf-8") as f:
+                f.write(("\n" if torn else "") + "".join(f"{rel}\n" for rel in lines))
+        self.marker(case_id).unlink(missing_ok=True)
+
+    def mark_done(self, case_id: str, fingerprint: list[list], record: dict) -> None:
+        """Record a finished case, then delete what its journal lists that it no longer writes."""
+        record = {"settings": self.digest, "sources": fingerprint, **record}
         atomic_write_text(self.marker(case_id), json.dumps(record, default=str))
+        keep = set(record.get("outputs", []))
+        self._remove([rel for rel in self._recorded_outputs(case_id) if rel not in keep])
+        _journal_path(self.root, case_id).unlink(missing_ok=True)
+
+    def discard(self, case_id: str) -> None:
+        """Delete every recorded output of a case (failed now, or gone from the source) and its records."""
+        self._remove(self._recorded_outputs(case_id))
+        self.marker(case_id).unlink(missing_ok=True)
+        _journal_path(self.root, case_id).unlink(missing_ok=True)
+
+    def recorded_cases(self) -> set[str]:
+        """Case ids with a marker or a journal."""
+        done = {p.stem for p in (self.state / "done").glob("*.json")}
+        return done | {p.stem for p in (self.state / "partial").glob("*.txt")}
+
+    def write_run_file(self, rel: str, data: str | bytes) -> Path:
+        """Write a run-level file (manifest, dataset.json) and record it as ours."""
+        rel = _check_relative(rel)
+        self._run_outputs.add(rel)
+        self._save_run()
+        return atomic_write_bytes(self.root / rel, data.encode("utf-8") if isinstance(data, str) else data)
+
+    def remove_run_file(self, rel: str) -> None:
+        """Delete a run-level file if segbalance wrote it (e.g. a dataset.json that no longer applies)."""
+        if rel in self._run_outputs:
+            self._remove([rel])
+            self._run_outputs.discard(rel)
+            self._save_run()
+
+    def _remove(self, rels: Iterable[str]) -> None:
+        """Delete recorded outputs: regular files (or links) inside ``DST`` only, never folders."""
+        root = self.root.resolve()
+        for rel in rels:
+            try:
+                rel = _check_relative(rel)
+            except ValueError:
+                continue
+            path = self.root / rel
+            if root not in path.parent.resolve().parents and path.parent.resolve() != root:
+                continue  # a linked folder pointing outside DST
+            if path.is_symlink() or path.is_file():
+                path.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------- running
 
 
 @dataclass
@@ -150,9 +404,12 @@ class ConversionReport:
 _EXPECTED = (ValueError, FileNotFoundError, OSError, RuntimeError)
 
 
-def _call(fn: Callable[..., dict], case: Any, kwargs: dict) -> tuple[dict | None, str | None]:
+def _call(fn: Callable[..., dict], case: Any, root: str, kwargs: dict) -> tuple[dict | None, str | None]:
+    out = CaseOutputs(root, case.case_id)
     try:
-        return fn(case, **kwargs), None
+        record = dict(fn(case, out, **kwargs))
+        record["outputs"] = out.outputs
+        return record, None
     except _EXPECTED as exc:
         return None, str(exc)
     except Exception as exc:  # a bug, not bad input: keep the traceback
@@ -161,38 +418,61 @@ def _call(fn: Callable[..., dict], case: Any, kwargs: dict) -> tuple[dict | None
 
 def run_cases(cases: list, fn: Callable[..., dict], out: OutputFolder, *, jobs: int = 1,
               desc: str = "convert", progress: bool = True, **kwargs: Any) -> ConversionReport:
-    """Run ``fn(case, **kwargs) -> record`` on every case not already finished in ``out``.
+    """Run ``fn(case, outputs: CaseOutputs, **kwargs) -> record`` on every case of ``cases`` that is not
+    done in ``out``; outputs of cases no longer in ``cases`` are deleted first.
 
-    Errors of one case are collected, never raised, so every bad case is reported at the end.
-    ``jobs > 1`` uses worker processes (``fn`` and the cases must be picklable).
+    ``fn`` writes through ``outputs`` (which fills ``record["outputs"]``). Errors of one case are
+    collected, never raised, so every bad case is reported at the end. ``jobs > 1`` runs the cases in
+    :func:`process_pool` workers (``fn`` and the cases must be picklable).
     """
     from tqdm.auto import tqdm
 
+    ids = {case.case_id for case in cases}
+    for gone in sorted(out.recorded_cases() - ids):
+        out.discard(gone)
     report = ConversionReport()
     todo = []
     for case in cases:
-        record = out.finished(case.case_id)
+        fingerprint = out.fingerprint(case)
+        record = out.finished(case.case_id, fingerprint)
         if record is not None:
             report.results.append(CaseResult(case.case_id, record, skipped=True))
         else:
-            todo.append(case)
+            out.claim(case.case_id)
+            todo.append((case, fingerprint))
     bar = tqdm(total=len(todo), desc=desc, unit="case", disable=not progress)
 
-    def finish(case: Any, record: dict | None, error: str | None) -> None:
+    def finish(case: Any, fingerprint: list[list], record: dict | None, error: str | None) -> None:
         if error is None and record is not None:
-            out.mark_done(case.case_id, record)
+            out.mark_done(case.case_id, fingerprint, record)
+        else:
+            out.discard(case.case_id)
         report.results.append(CaseResult(case.case_id, record, error))
         bar.update(1)
 
+    root = str(out.root)
     if jobs <= 1 or len(todo) <= 1:
-        for case in todo:
-            finish(case, *_call(fn, case, kwargs))
+        for case, fingerprint in todo:
+            finish(case, fingerprint, *_call(fn, case, root, kwargs))
     else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = {pool.submit(_call, fn, case, kwargs): case for case in todo}
+        with process_pool(min(jobs, len(todo))) as pool:
+            futures = {pool.submit(_call, fn, case, root, kwargs): (case, fp) for case, fp in todo}
             for fut in as_completed(futures):
-                finish(futures[fut], *fut.result())
+                finish(*futures[fut], *fut.result())
     bar.close()
     order = {c.case_id: i for i, c in enumerate(cases)}
     report.results.sort(key=lambda r: order.get(r.case_id, 0))
     return report
+
+
+def write_manifest(out: OutputFolder, rows: list[dict], name: str = "manifest") -> None:
+    """``<name>.csv`` and ``<name>.json`` (the same rows) in ``out``, recorded as run-level outputs."""
+    fields: list[str] = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, restval=0, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    out.write_run_file(f"{name}.csv", buf.getvalue())
+    out.write_run_file(f"{name}.json", json.dumps(rows, indent=1))

@@ -8,29 +8,28 @@ Slices are taken in the array frame ``(z, y, x)`` of :class:`~segbalance.preproc
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from segbalance.preprocessing.io import Volume
-from segbalance.preprocessing.pairing import Case, find_cases, load_case
+from segbalance.preprocessing.pairing import Case, CaseError, load_case
 from segbalance.preprocessing.runs import (
+    CaseOutputs,
     ConversionReport,
     OutputFolder,
-    atomic_save_npz,
-    atomic_write_bytes,
-    atomic_write_text,
+    find_source_cases,
+    prepare_destination,
+    require_3d_images,
     run_cases,
+    write_manifest,
 )
+from segbalance.preprocessing.volume import Volume
 
 __all__ = ["Window", "parse_window", "window_intensities", "resize_slice", "volume_to_slices",
-           "convert_to_slices", "AXES", "write_manifest"]
+           "convert_to_slices", "AXES"]
 
 AXES = {"axial": 0, "z": 0, "0": 0, "coronal": 1, "y": 1, "1": 1, "sagittal": 2, "x": 2, "2": 2}
 SLICE_FORMATS = ("png8", "png16", "npz")
@@ -121,13 +120,15 @@ def _png_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def convert_case_to_slices(case: Case, root: str, axis: int, size: tuple[int, int] | None, window: Window,
-                           fmt: str, foreground_only: bool, n_classes: int | None) -> dict:
-    root = Path(root)
+def convert_case_to_slices(case: Case, out: CaseOutputs, axis: int, size: tuple[int, int] | None,
+                           window: Window, fmt: str, foreground_only: bool, n_classes: int | None) -> dict:
+    """Write one case's slices through ``out``; returns its manifest rows."""
     images, label = load_case(case)
     if len(images) != 1:
-        raise ValueError(f"{case.images[0]}: slices export takes one channel, case has {len(images)}")
+        raise CaseError(f"{case.images[0]}: slices export takes one channel, case has {len(images)}")
     volume: Volume = images[0]
+    if volume.array.ndim != 3:
+        raise CaseError(f"{case.images[0]}: 2D image of shape {volume.shape}; slices need a 3D volume")
     lab = None if label is None else label.array
     if lab is not None and lab.max() > 255 and fmt != "npz":
         raise ValueError(f"{case.label}: label value {lab.max()} does not fit an 8-bit PNG; use --format npz")
@@ -136,7 +137,7 @@ def convert_case_to_slices(case: Case, root: str, axis: int, size: tuple[int, in
     out_shape = tuple(size) if size else tuple(plane_shape)
     out_spacing = [sp * n / m for sp, n, m in zip(in_plane, plane_shape, out_shape)]
     k = n_classes or (int(lab.max()) + 1 if lab is not None else 0)
-    outputs, rows = [], []
+    rows = []
     for index, img, lab_slice in volume_to_slices(volume.array, lab, axis, size, window, foreground_only):
         stem = f"{case.case_id}_{index:04d}"
         if fmt == "npz":
@@ -144,20 +145,17 @@ def convert_case_to_slices(case: Case, root: str, axis: int, size: tuple[int, in
             arrays = {"image": img, "spacing": np.asarray(out_spacing, np.float32)}
             if lab_slice is not None:
                 arrays["label"] = lab_slice.astype(np.uint8 if lab_slice.max() < 256 else np.uint16)
-            atomic_save_npz(root / rel_img, **arrays)
+            out.save_npz(rel_img, compress=True, **arrays)
             rel_lab = rel_img if lab_slice is not None else ""
-            outputs.append(rel_img)
         else:
             pix = (np.round(img * 255).astype(np.uint8) if fmt == "png8"
                    else np.round(img * 65535).astype(np.uint16))
             rel_img = f"images/{stem}.png"
-            atomic_write_bytes(root / rel_img, _png_bytes(pix))
-            outputs.append(rel_img)
+            out.write_bytes(rel_img, _png_bytes(pix))
             rel_lab = ""
             if lab_slice is not None:
                 rel_lab = f"labels/{stem}.png"
-                atomic_write_bytes(root / rel_lab, _png_bytes(lab_slice.astype(np.uint8)))
-                outputs.append(rel_lab)
+                out.write_bytes(rel_lab, _png_bytes(lab_slice.astype(np.uint8)))
         row = {"case": case.case_id, "slice_index": index, "axis": axis, "image": rel_img, "label": rel_lab,
                "spacing_row": out_spacing[0], "spacing_col": out_spacing[1],
                "source_spacing": "x".join(f"{s:g}" for s in volume.spacing)}
@@ -165,20 +163,7 @@ def convert_case_to_slices(case: Case, root: str, axis: int, size: tuple[int, in
             counts = np.bincount(lab_slice.ravel().astype(np.int64), minlength=k)
             row.update({f"count_{c}": int(n) for c, n in enumerate(counts)})
         rows.append(row)
-    return {"outputs": outputs, "rows": rows}
-
-
-def write_manifest(root: Path, rows: list[dict], name: str = "manifest") -> None:
-    """``manifest.csv`` and ``manifest.json`` (same rows) under ``root``."""
-    fields: list[str] = []
-    for row in rows:
-        fields += [k for k in row if k not in fields]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, restval=0, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(root / f"{name}.csv", buf.getvalue())
-    atomic_write_text(root / f"{name}.json", json.dumps(rows, indent=1))
+    return {"rows": rows}
 
 
 def convert_to_slices(
@@ -194,6 +179,7 @@ def convert_to_slices(
     jobs: int = 1,
     overwrite: bool = False,
     progress: bool = True,
+    label_map: dict[int, str] | None = None,
 ) -> ConversionReport:
     """Export every case under ``src`` as 2D slices into ``dst`` with ``manifest.csv``/``.json``.
 
@@ -205,6 +191,7 @@ def convert_to_slices(
             (``slices/<case>_<idx>.npz`` with ``image`` float32 in [0,1], ``label``, ``spacing``).
         foreground_only: keep only slices whose label has a non-zero voxel.
         n_classes: number of ``count_<k>`` columns (default: up to the largest label value of each case).
+        label_map: ``{value: name}`` naming the segments/ROIs of DICOM-SEG/RTSTRUCT labels.
     """
     axis_i = AXES.get(str(axis).lower())
     if axis_i is None:
@@ -214,12 +201,17 @@ def convert_to_slices(
     if size is not None and (len(size) != 2 or min(size) < 1):
         raise ValueError(f"size must be two positive integers, got {size}")
     win = parse_window(window) if isinstance(window, str) else window
-    cases = find_cases(src)
-    out = OutputFolder(dst, {"converter": "slices", "axis": axis_i, "size": size, "window": win.__dict__,
-                             "format": fmt, "foreground_only": foreground_only, "n_classes": n_classes},
-                       overwrite=overwrite, sources=[src])
-    report = run_cases(cases, convert_case_to_slices, out, jobs=jobs, desc="slices", progress=progress,
-                       root=str(out.root), axis=axis_i, size=size, window=win, fmt=fmt,
-                       foreground_only=foreground_only, n_classes=n_classes)
-    write_manifest(out.root, report.rows())
+    cases = find_source_cases(src)
+    for case in cases:  # names DICOM-SEG segments / RTSTRUCT ROIs (pairing.load_case)
+        case.extra["label_map"] = label_map
+    require_3d_images(cases, "slices")
+    prepare_destination(dst, [src])
+    config = {"converter": "slices", "axis": axis_i, "size": size, "window": win.__dict__, "format": fmt,
+              "foreground_only": foreground_only, "n_classes": n_classes,
+              **({"label_map": label_map} if label_map else {})}
+    with OutputFolder(dst, config, overwrite=overwrite, source=src) as out:
+        report = run_cases(cases, convert_case_to_slices, out, jobs=jobs, desc="slices", progress=progress,
+                           axis=axis_i, size=size, window=win, fmt=fmt, foreground_only=foreground_only,
+                           n_classes=n_classes)
+        write_manifest(out, report.rows())
     return report

@@ -46,8 +46,11 @@ def make_case(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return image.astype(np.float32), label
 
 
-def write_raw_dataset(raw: Path, n_cases: int = 5) -> Path:
-    folder = raw / DATASET
+def write_raw_dataset(
+    raw: Path, n_cases: int = 5, dataset: str = DATASET, labels: dict | None = None, extra: dict | None = None
+) -> Path:
+    """``n_cases`` of :func:`make_case` as an nnU-Net raw dataset; ``labels``/``extra`` for dataset.json."""
+    folder = raw / dataset
     (folder / "imagesTr").mkdir(parents=True)
     (folder / "labelsTr").mkdir()
     for i in range(n_cases):
@@ -59,13 +62,14 @@ def write_raw_dataset(raw: Path, n_cases: int = 5) -> Path:
             img = sitk.GetImageFromArray(array)
             img.SetSpacing(SPACING[::-1])  # SimpleITK wants (x, y, z)
             sitk.WriteImage(img, str(path))
-    dataset = {
+    dataset_json = {
         "channel_names": {"0": "CT"},
-        "labels": {"background": 0, "organ": 1, "lesion": 2},
+        "labels": labels or {"background": 0, "organ": 1, "lesion": 2},
         "numTraining": n_cases,
         "file_ending": ".nii.gz",
+        **(extra or {}),
     }
-    (folder / "dataset.json").write_text(json.dumps(dataset, indent=2))
+    (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
     return folder
 
 
@@ -108,25 +112,29 @@ def e2e_trainer() -> tuple[str, dict]:
     return "nnUNetTrainerSegBalance_debug", {"SEGBALANCE_LOSS": json.dumps({"name": "ce"})}
 
 
-@pytest.mark.slow
-def test_plan_train_predict_dice(tmp_path: Path) -> None:
+def plan_train_predict(
+    tmp_path: Path, dataset_id: int, dataset: str, folder: Path, trainer: str, extra_env: dict | None = None
+) -> tuple[Path, Path]:
+    """nnU-Net's plan+preprocess (plans shrunk), train ``trainer`` on CPU, predict two training images.
+
+    Returns ``(prediction folder, fold folder)``; asserts the checkpoint, the segbalance log line and the
+    predicted files exist.
+    """
     from segbalance.trainers.discovery import register
 
-    raw, pre, res = tmp_path / "raw", tmp_path / "preprocessed", tmp_path / "results"
-    folder = write_raw_dataset(raw)
-    trainer, extra_env = e2e_trainer()
+    pre, res = tmp_path / "preprocessed", tmp_path / "results"
     env = dict(os.environ)
     env.pop("nnUNet_extTrainer", None)
     register(env)
     env.update(
-        nnUNet_raw=str(raw),
+        nnUNet_raw=str(folder.parent),
         nnUNet_preprocessed=str(pre),
         nnUNet_results=str(res),
         nnUNet_n_proc_DA="1",
         nnUNet_compile="false",
         nnUNet_def_n_proc="1",
         OMP_NUM_THREADS="2",
-        **extra_env,
+        **(extra_env or {}),
     )
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -134,7 +142,7 @@ def test_plan_train_predict_dice(tmp_path: Path) -> None:
         [
             str(BIN / "nnUNetv2_plan_and_preprocess"),
             "-d",
-            str(DATASET_ID),
+            str(dataset_id),
             "-c",
             "3d_fullres",
             "--verify_dataset_integrity",
@@ -146,17 +154,17 @@ def test_plan_train_predict_dice(tmp_path: Path) -> None:
         env,
         logs / "plan.txt",
     )
-    plans_file = pre / DATASET / "nnUNetPlans.json"
+    plans_file = pre / dataset / "nnUNetPlans.json"
     assert plans_file.is_file()
     shrink_plans(plans_file)
 
     env["nnUNet_n_proc_DA"] = "0"  # data augmentation in the training process (planning needs >= 1)
     run(
-        [str(BIN / "nnUNetv2_train"), str(DATASET_ID), "3d_fullres", "0", "-tr", trainer, "-device", "cpu"],
+        [str(BIN / "nnUNetv2_train"), str(dataset_id), "3d_fullres", "0", "-tr", trainer, "-device", "cpu"],
         env,
         logs / "train.txt",
     )
-    fold = res / DATASET / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
+    fold = res / dataset / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
     assert (fold / "checkpoint_final.pth").is_file()
     train_log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
     assert "segbalance loss:" in train_log
@@ -173,7 +181,7 @@ def test_plan_train_predict_dice(tmp_path: Path) -> None:
             "-o",
             str(out),
             "-d",
-            str(DATASET_ID),
+            str(dataset_id),
             "-c",
             "3d_fullres",
             "-f",
@@ -192,9 +200,17 @@ def test_plan_train_predict_dice(tmp_path: Path) -> None:
         logs / "predict.txt",
     )
     for i in range(2):
-        pred_file = out / f"case{i:03d}.nii.gz"
-        assert pred_file.is_file()
-        pred = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_file)))
+        assert (out / f"case{i:03d}.nii.gz").is_file()
+    return out, fold
+
+
+@pytest.mark.slow
+def test_plan_train_predict_dice(tmp_path: Path) -> None:
+    folder = write_raw_dataset(tmp_path / "raw")
+    trainer, extra_env = e2e_trainer()
+    out, _ = plan_train_predict(tmp_path, DATASET_ID, DATASET, folder, trainer, extra_env)
+    for i in range(2):
+        pred = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"case{i:03d}.nii.gz")))
         truth = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "labelsTr" / f"case{i:03d}.nii.gz")))
         assert pred.shape == truth.shape
         assert set(np.unique(pred)) <= {0, 1, 2}

@@ -13,11 +13,11 @@ from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper  # no
 from nnunetv2.training.loss.robust_ce_loss import RobustCrossEntropyLoss  # noqa: E402
 
 from segbalance.monai_losses import get, registry  # noqa: E402
-from segbalance.monai_losses.boundary import BoundaryWeightScheduler  # noqa: E402
+from segbalance.monai_losses.schedules import BoundaryWeightScheduler, set_schedulers_epoch  # noqa: E402
 from segbalance.nnunet_losses import (  # noqa: E402
     ScaleAwareLoss,
     build_nnunet_loss,
-    check_not_regions,
+    check_regions_supported,
     deep_supervision_weights,
     loss_schedulers,
 )
@@ -88,15 +88,44 @@ def test_fp16_logits_give_float32_loss_close_to_float32():
     assert all(torch.isfinite(x.grad).all() for x in logits16[:3])
 
 
-def test_regions_refused_naming_the_setting():
-    class RegionLabels:
-        has_regions = True
-
+def test_softmax_losses_refused_for_regions_naming_the_setting():
     with pytest.raises(ValueError, match="regions_class_order") as info:
-        check_not_regions(RegionLabels(), "dataset 'Dataset001_Brats'")
-    assert "Dataset001_Brats" in str(info.value)
+        check_regions_supported("dfl", dataset_name="dataset 'Dataset001_Brats'")
+    assert "Dataset001_Brats" in str(info.value) and "gdl" in str(info.value)
     with pytest.raises(ValueError, match="region-based"):
         build_nnunet_loss("ce", has_regions=True)
+    check_regions_supported("compound", {"terms": {"dice": 1, "tversky": 1}})
+    with pytest.raises(ValueError, match="region-based"):
+        check_regions_supported("compound", {"terms": {"dice": 1, "focal": 1}})
+
+
+def region_inputs(regions=2, ignore=True):
+    """Logits and nnU-Net region targets per scale: bool (b, R, …) plus the ignore mask as last channel."""
+    g = torch.Generator().manual_seed(2)
+    logits = [torch.randn(2, regions, *s, generator=g).requires_grad_() for s in SHAPES]
+    targets = []
+    for s in SHAPES:
+        y = torch.rand(2, regions + ignore, *s, generator=g) > 0.5
+        y[:, 1] |= y[:, 0]  # overlapping regions (whole ⊇ core)
+        if ignore:
+            y[:, -1] = torch.rand(2, *s, generator=g) > 0.8
+        targets.append(y)
+    return logits, targets
+
+
+def test_region_dice_with_ignore_channel_matches_nnunet_soft_dice():
+    """nnU-Net's region Dice (sigmoid, do_bg, loss_mask = ~ignore channel) is −mean Dice; ours is 1 + it."""
+    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+
+    logits, targets = region_inputs()
+    ours = build_nnunet_loss("dice", ignore_label=3, has_regions=True, deep_supervision_scales=SCALES)
+    nnunet_dice = MemoryEfficientSoftDiceLoss(apply_nonlin=torch.sigmoid, do_bg=True, smooth=1e-5, ddp=False)
+    expected = sum(
+        w * (1 + nnunet_dice(x, t[:, :-1], loss_mask=~t[:, -1:]))
+        for w, x, t in zip(deep_supervision_weights(4), logits, targets)
+        if w != 0
+    )
+    torch.testing.assert_close(ours(logits, targets), expected)
 
 
 def test_spacing_per_scale_is_pooling_factor_times_spacing():
@@ -141,27 +170,21 @@ class _ScheduledLoss(torch.nn.Module):
         return self.scheduler.alpha * logits.float().mean() * 0 + self.scheduler.alpha
 
 
-def test_scales_share_one_scheduler_and_it_round_trips(monkeypatch):
+def test_scales_share_one_scheduler_set_from_the_epoch(monkeypatch):
     monkeypatch.setitem(registry._REGISTRY, "_test_scheduled", _ScheduledLoss)
     loss = build_nnunet_loss(
         "_test_scheduled", deep_supervision_scales=SCALES, spacing=(1, 1, 1), patch_size=SHAPES[0]
     )
     logits, targets = per_scale_inputs()
-    loss(logits, targets)  # builds the instances of the scales with weight > 0
     inner = loss.loss
-    assert len(inner.losses) == 3
+    assert len(inner.losses) == 4  # one instance per deep-supervision scale, built up front
+    loss(logits, targets)
+    assert len(inner.losses) == 4
     schedulers = loss_schedulers(loss)
     assert len(schedulers) == 1
-    schedulers[0].step()
-    schedulers[0].step()
+    assert set_schedulers_epoch(loss, 2) == [pytest.approx(0.03)]
     assert all(m.scheduler.alpha == pytest.approx(0.03) for m in inner.losses.values())
     assert float(loss(logits, targets).detach()) == pytest.approx(0.03)  # Σ w_i · α with Σ w_i = 1
-    state = loss.state_dict()
-    fresh = build_nnunet_loss(
-        "_test_scheduled", deep_supervision_scales=SCALES, spacing=(1, 1, 1), patch_size=SHAPES[0]
-    )
-    fresh.load_state_dict(state, strict=False)
-    assert loss_schedulers(fresh)[0].alpha == pytest.approx(0.03)
 
 
 def test_docstring_examples():

@@ -14,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -28,6 +27,7 @@ import segbalance.trainers as trainers  # noqa: E402
 from segbalance.monai_losses import get, names  # noqa: E402
 from segbalance.nnunet_losses import deep_supervision_weights, loss_schedulers  # noqa: E402
 from segbalance.trainers import TRAINER_LOSSES, nnUNetTrainerSegBalance  # noqa: E402
+from segbalance.trainers.base import loss_state_file  # noqa: E402
 from segbalance.trainers.configurable import LOSS_ENV, read_loss_config  # noqa: E402
 from segbalance.trainers.discovery import ENV_VAR, EXT_FOLDER, export_line, register  # noqa: E402
 
@@ -151,14 +151,17 @@ def inputs(ignore_label=None, dtype=torch.float32):
 
 
 def reference_loss(trainer_name, factor, ignore_label):
-    """The same loss built directly from the registry for one scale (spacing scaled by the pooling factor)."""
-    name = TRAINER_LOSSES[trainer_name]
-    kwargs = {"terms": {"dfl": 1.0, "dice": 1.0}} if name == "compound" else {}
+    """The table row's loss built directly from the registry for one scale (spacing × pooling factor)."""
+    from segbalance.nnunet_losses import accepts_spacing
+    from segbalance.trainers.table import trainer_specs
+
+    spec = trainer_specs()[trainer_name]
+    kwargs = copy.deepcopy(spec.kwargs)
     if ignore_label is not None:
         kwargs["ignore_index"] = ignore_label
-    if name in ("gdl_boundary", "hd_dt", "boundary", "dice_boundary", "dpce"):
+    if accepts_spacing(spec.loss):
         kwargs["spacing"] = tuple(s * f for s, f in zip(SPACING, factor))
-    return get(name, **kwargs)
+    return get(spec.loss, **kwargs)
 
 
 @pytest.mark.parametrize("trainer_name", sorted(TRAINER_LOSSES))
@@ -208,13 +211,13 @@ def test_weights_equal_nnunet_trainer(results, monkeypatch, is_ddp):
     assert list(ours._build_loss().weight_factors) == list(theirs._build_loss().weight_factors)
 
 
-def test_region_dataset_refused(results, monkeypatch):
+def test_region_dataset_refused_by_softmax_loss(results, monkeypatch):
     monkeypatch.setenv(LOSS_ENV, '{"name": "ce"}')
     trainer = make_trainer(nnUNetTrainerSegBalance, regions=True)
     assert trainer.label_manager.has_regions
     with pytest.raises(ValueError, match="regions_class_order") as info:
         trainer._build_loss()
-    assert "Dataset990_Unit" in str(info.value)
+    assert "Dataset990_Unit" in str(info.value) and "nnUNetTrainerGDL" in str(info.value)
 
 
 def test_json_trainer_env_file_log_and_resume(results, monkeypatch, tmp_path):
@@ -279,15 +282,39 @@ def test_register_appends_and_is_idempotent():
 def test_nnunet_finds_our_classes_through_ext_trainer(monkeypatch):
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
-    from segbalance.trainers import short
+    from segbalance.trainers import generated
 
     monkeypatch.delenv(ENV_VAR, raising=False)
     register()
     assert recursive_find_trainer_class_by_name("nnUNetTrainerDFL") is trainers.nnUNetTrainerDFL
     found = recursive_find_trainer_class_by_name("nnUNetTrainerBoundary_debug")
-    assert found is short.nnUNetTrainerBoundary_debug
-    assert found.__module__ == "segbalance.trainers.short"  # importable, so checkpoints/pickles resolve
+    assert found is generated.nnUNetTrainerBoundary_debug
+    assert found.__module__ == "segbalance.trainers.generated"  # importable, so checkpoints/pickles resolve
     assert "segbalance_nnunet_trainers" not in sys.modules  # nnU-Net drops the shim module again
+
+
+def test_every_table_row_is_generated_found_by_nnunet_and_picklable():
+    """Each trainer name of the table (and its variants) is found by nnU-Net's own class lookup over the
+    ``nnUNet_extTrainer`` folder, trains with the row's loss, and pickles by reference."""
+    import pickle
+
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
+    from segbalance.trainers import generated
+    from segbalance.trainers.table import CONFIGURABLE_TRAINER, VARIANTS, trainer_specs
+
+    specs = trainer_specs()
+    expected = trainers.trainer_names()
+    assert len(expected) == (len(specs) + 1) * (1 + len(VARIANTS))
+    assert set(expected) | {"SegBalanceTrainer"} == set(generated.__all__)
+    for name in expected:
+        cls = recursive_find_python_class(EXT_FOLDER, name, current_module=None)
+        assert cls is getattr(generated, name) is getattr(trainers, name), name
+        assert issubclass(cls, nnUNetTrainer) and pickle.loads(pickle.dumps(cls)) is cls
+        base = name.removesuffix("_debug").removesuffix("_5epochs")
+        if base != CONFIGURABLE_TRAINER:
+            assert (cls.loss_name, cls.loss_kwargs) == (specs[base].loss, specs[base].kwargs)
+            assert cls.__doc__
 
 
 def test_nnunet_env_command_exports_for_eval():
@@ -299,77 +326,94 @@ def test_nnunet_env_command_exports_for_eval():
 
 
 def test_short_variants_training_length(results):
-    from segbalance.trainers import short
-
-    debug = make_trainer(short.nnUNetTrainerDFL_debug)
+    debug = make_trainer(trainers.nnUNetTrainerDFL_debug)
     assert (debug.num_epochs, debug.num_iterations_per_epoch, debug.num_val_iterations_per_epoch) == (2, 2, 1)
-    five = make_trainer(short.nnUNetTrainerGDL_5epochs)
+    assert debug.save_every == 1
+    five = make_trainer(trainers.nnUNetTrainerGDL_5epochs)
     assert (five.num_epochs, five.num_iterations_per_epoch) == (5, 250)
     assert isinstance(five, trainers.nnUNetTrainerGDL)
 
 
-class _FakeScheduler:
-    def __init__(self):
-        self.epoch = 0
-
-    @property
-    def alpha(self):
-        return 0.01 + 0.01 * self.epoch
-
-    def step(self):
-        self.epoch += 1
-
-    def state_dict(self):
-        return {"epoch": self.epoch}
-
-    def load_state_dict(self, state):
-        self.epoch = state["epoch"]
+def initialized(trainer, tmp_path):
+    """``trainer.initialize()`` (network, optimizer, loss) without preprocessed data: nnU-Net only infers the
+    dataset class from the file endings of the preprocessed folder there."""
+    folder = tmp_path / "preprocessed"
+    folder.mkdir(exist_ok=True)
+    (folder / "case0.b2nd").touch()
+    trainer.preprocessed_dataset_folder = str(folder)
+    trainer.initialize()
+    return trainer
 
 
-class _LossWithScheduler(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.scheduler = _FakeScheduler()
-
-
-def test_schedule_follows_epoch_and_checkpoint_round_trip(results, monkeypatch, tmp_path):
-    trainer = make_trainer(trainers.nnUNetTrainerDFL)
-    trainer.loss = DeepSupervisionWrapper(_LossWithScheduler(), [1.0])
+def test_boundary_trainer_resumed_from_its_checkpoint_has_the_same_alpha(results, tmp_path):
+    """nnU-Net's own save/load: α follows the restored epoch; the checkpoint holds no loss state."""
+    trainer = initialized(make_trainer(trainers.nnUNetTrainerBoundary_debug), tmp_path)
     trainer.current_epoch = 3
-    trainer.sync_loss_schedules()
+    trainer.on_train_epoch_start()
     assert loss_schedulers(trainer.loss)[0].alpha == pytest.approx(0.04)
+    ckpt = str(Path(trainer.output_folder) / "checkpoint_latest.pth")
+    trainer.save_checkpoint(ckpt)  # nnU-Net stores current_epoch + 1
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert not [k for k in checkpoint if "segbalance" in k]
+    assert not os.path.exists(loss_state_file(ckpt))  # α is a function of the epoch: nothing beside it
+    trainer.current_epoch = 4
+    trainer.on_train_epoch_start()
 
-    # nnU-Net's own save/load replaced by stand-ins (no network here); ours adds/restores the loss state
-    def fake_save(self, filename):
-        torch.save({"current_epoch": self.current_epoch + 1}, filename)
-
-    monkeypatch.setattr(nnUNetTrainer, "save_checkpoint", fake_save)
-    monkeypatch.setattr(nnUNetTrainer, "load_checkpoint", lambda self, f: None)
-    ckpt = str(tmp_path / "checkpoint_latest.pth")
-    trainer.save_checkpoint(ckpt)
-    assert torch.load(ckpt, weights_only=False)["segbalance_loss_state"] == {"schedulers": [{"epoch": 3}]}
-    resumed = make_trainer(trainers.nnUNetTrainerDFL)
-    resumed.loss = DeepSupervisionWrapper(_LossWithScheduler(), [1.0])
+    resumed = initialized(make_trainer(trainers.nnUNetTrainerBoundary_debug), tmp_path)
     resumed.load_checkpoint(ckpt)
-    assert loss_schedulers(resumed.loss)[0].epoch == 3
-    resumed.current_epoch = 4
-    resumed.sync_loss_schedules()
-    assert loss_schedulers(resumed.loss)[0].alpha == pytest.approx(0.05)
-    assert np.isclose(loss_schedulers(resumed.loss)[0].alpha, 0.05)
+    assert resumed.current_epoch == 4
+    resumed.on_train_epoch_start()
+    assert (
+        loss_schedulers(resumed.loss)[0].alpha
+        == loss_schedulers(trainer.loss)[0].alpha
+        == pytest.approx(0.05)
+    )
+    log = Path(resumed.log_file).read_text()
+    assert "segbalance loss schedule: alpha = 0.05" in log
+
+
+def test_recall_ema_survives_resume(results, monkeypatch, tmp_path):
+    monkeypatch.setenv(LOSS_ENV, '{"name": "recall", "kwargs": {"ema": 0.9}}')
+    trainer = initialized(make_trainer(trainers.nnUNetTrainerSegBalance_debug), tmp_path)
+    logits, targets = inputs()
+    trainer.loss(logits, targets)
+    trainer.loss(*inputs())
+    state = trainer.loss_state()
+    assert state and all(v.numel() == 3 for v in state.values())
+    ckpt = str(Path(trainer.output_folder) / "checkpoint_latest.pth")
+    trainer.save_checkpoint(ckpt)
+    assert set(torch.load(loss_state_file(ckpt), weights_only=True)) == set(state)
+
+    resumed = initialized(make_trainer(trainers.nnUNetTrainerSegBalance_debug), tmp_path)
+    resumed.load_checkpoint(ckpt)
+    restored = resumed.loss_state()
+    assert set(restored) == set(state)
+    for key in state:
+        torch.testing.assert_close(restored[key], state[key])
+    resumed.loss.eval(), trainer.loss.eval()
+    torch.testing.assert_close(resumed.loss(logits, targets), trainer.loss(logits, targets))
 
 
 def test_shim_module_exports_every_trainer_and_cli_stays_light():
-    from segbalance.trainers import short
     from segbalance.trainers.nnunet_ext import segbalance_nnunet_trainers as shim
 
-    expected = [n for n in trainers.__all__ if n.startswith("nnUNetTrainer")] + list(short.__all__)
-    assert len(expected) == 16 * 3
-    assert [
-        n
-        for n in expected
-        if getattr(shim, n, None) is not getattr(trainers, n, None)
-        and getattr(shim, n, None) is not getattr(short, n, None)
-    ] == []
+    expected = trainers.trainer_names()
+    assert expected and [n for n in expected if getattr(shim, n, None) is not getattr(trainers, n)] == []
     code = "import sys, segbalance.trainers.cli; print('nnunetv2' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_docs_trainer_table_matches_the_generated_table():
+    """docs/nnunet.md lists every built-in trainer with its loss and region support, as generated."""
+    from segbalance.monai_losses.registry import supports_multilabel
+    from segbalance.trainers.table import BUILTIN_TRAINERS
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "nnunet.md").read_text()
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("nnUNetTrainer") and cells[1] != "any":
+            rows[cells[0]] = (cells[1], cells[3] == "✓")
+    expected = {n: (s.loss, supports_multilabel(s.loss, s.kwargs)) for n, s in BUILTIN_TRAINERS.items()}
+    assert rows == expected

@@ -1,6 +1,6 @@
 """Adapters from segbalance losses to nnU-Net v2 conventions.
 
-Label-map targets, the ignore label, spacing per scale and deep supervision.
+Label-map targets, the ignore label, region-based targets, spacing per scale and deep supervision.
 
 >>> from segbalance.nnunet_losses import build_nnunet_loss
 >>> loss = build_nnunet_loss("ce", deep_supervision_scales=[[1, 1, 1], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]])
@@ -9,19 +9,23 @@ Label-map targets, the ignore label, spacing per scale and deep supervision.
 """
 
 from segbalance.nnunet_losses.adapter import (
+    RegionTargets,
     ScaleAwareLoss,
     accepts_spacing,
     build_nnunet_loss,
-    check_not_regions,
+    check_regions_supported,
     loss_schedulers,
+    region_loss_kwargs,
 )
 from segbalance.nnunet_losses.deep_supervision import deep_supervision_weights
 
 __all__ = [
+    "RegionTargets",
     "ScaleAwareLoss",
     "accepts_spacing",
     "build_nnunet_loss",
-    "check_not_regions",
+    "check_regions_supported",
     "deep_supervision_weights",
     "loss_schedulers",
+    "region_loss_kwargs",
 ]

@@ -1,25 +1,40 @@
 """Adapters from segbalance losses to nnU-Net v2's training conventions.
 
 nnU-Net hands the loss a list of network outputs (one per deep-supervision scale, highest resolution
-first) and a list of ``(b, 1, …)`` int16 label maps; the ignore label, if any, is the highest label + 1
-and has no output channel. :func:`build_nnunet_loss` turns a registered loss name into that callable:
-``ignore_index`` set to the ignore label, spacing-aware losses given the voxel spacing of each scale, and
-nnU-Net's own :class:`~nnunetv2.training.loss.deep_supervision.DeepSupervisionWrapper` with the weights of
-``nnUNetTrainer._build_loss`` around it.
+first) and a list of targets per scale: ``(b, 1, …)`` int16 label maps, where the ignore label, if any,
+is the highest label + 1 and has no output channel; or, for region-based datasets
+(``regions_class_order`` in dataset.json), ``(b, R, …)`` bool one-hot regions that overlap, trained with
+per-channel sigmoid, the ignore label then being an extra last channel (``True`` = ignored).
+:func:`build_nnunet_loss` turns a registered loss name into that callable: ``ignore_index`` set to the
+ignore label (or :class:`RegionTargets` for regions), spacing-aware losses given the voxel spacing of each
+scale, and nnU-Net's own :class:`~nnunetv2.training.loss.deep_supervision.DeepSupervisionWrapper` with the
+weights of ``nnUNetTrainer._build_loss`` around it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from segbalance.monai_losses import get, loss_class
-from segbalance.monai_losses.boundary import loss_schedulers
+from segbalance.monai_losses.inputs import float32_math
+from segbalance.monai_losses.registry import multilabel_names, supports_multilabel
+from segbalance.monai_losses.schedules import loss_schedulers
 from segbalance.nnunet_losses.deep_supervision import deep_supervision_weights
 
-__all__ = ["ScaleAwareLoss", "build_nnunet_loss", "check_not_regions", "loss_schedulers", "accepts_spacing"]
+__all__ = [
+    "RegionTargets",
+    "ScaleAwareLoss",
+    "build_nnunet_loss",
+    "check_regions_supported",
+    "loss_schedulers",
+    "accepts_spacing",
+    "region_loss_kwargs",
+]
 
 
 def accepts_spacing(name: str) -> bool:
@@ -28,18 +43,61 @@ def accepts_spacing(name: str) -> bool:
     return any("spacing" in inspect.signature(c.__init__).parameters for c in cls.__mro__ if c is not object)
 
 
-def check_not_regions(label_manager, dataset_name: str = "this dataset") -> None:
-    """``ValueError`` for region-based datasets (``regions_class_order`` in dataset.json).
-
-    Region-based training (overlapping regions, sigmoid outputs, bool one-hot targets) is not supported
-    by the segbalance trainers: their losses are softmax losses over mutually exclusive classes.
-    """
-    if getattr(label_manager, "has_regions", False):
+def check_regions_supported(
+    name: str, loss_kwargs: dict | None = None, dataset_name: str = "this dataset"
+) -> None:
+    """``ValueError`` unless loss ``name`` has a per-channel sigmoid (multi-label) form, as regions need."""
+    if not supports_multilabel(name, loss_kwargs):
         raise ValueError(
-            f"{dataset_name} is region-based (dataset.json defines 'regions_class_order' and labels as "
-            "tuples of label values); segbalance trainers support only plain label maps. Train it with "
-            "nnU-Net's default nnUNetTrainer, or remove the regions from dataset.json."
+            f"{dataset_name} is region-based (dataset.json has 'regions_class_order'; sigmoid outputs, "
+            f"one-hot region targets) and loss {name!r} has no per-channel sigmoid (multi-label) form; "
+            f"losses that have one: {', '.join(multilabel_names())}"
         )
+
+
+def region_loss_kwargs(loss_kwargs: dict | None) -> dict:
+    """Constructor arguments of a loss for region targets: per-channel sigmoid, one-hot targets, every
+    channel scored (each is a foreground region; ``include_background`` may still be overridden)."""
+    kwargs = dict(loss_kwargs or {})
+    if "ignore_index" in kwargs:
+        raise ValueError("region-based targets carry the ignore label as a mask channel; drop ignore_index")
+    kwargs.update(sigmoid=True, to_onehot_y=False)
+    kwargs.pop("softmax", None)
+    kwargs.setdefault("include_background", True)
+    return kwargs
+
+
+class RegionTargets(nn.Module):
+    """Calls a loss (its sigmoid form) with nnU-Net's region targets ``(b, R[+1], …)`` (bool or 0/1).
+
+    With ``has_ignore`` the last target channel is nnU-Net's ignore mask (``True`` = ignored, as in
+    ``DC_and_BCE_loss``): it is removed and its voxels are excluded from every sum of the loss (the
+    loss's prepared input gets ``valid = ~mask`` and a target zeroed there, as label-map targets do with
+    ``ignore_index``). ``loss`` is a segbalance loss module or a :class:`ScaleAwareLoss` of them.
+    """
+
+    def __init__(self, loss: nn.Module, has_ignore: bool = False) -> None:
+        super().__init__()
+        self.loss = loss
+        self.has_ignore = bool(has_ignore)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        loss = self.loss
+        if isinstance(loss, ScaleAwareLoss):
+            loss = loss.loss_for_shape(tuple(logits.shape[2:]))
+        if not self.has_ignore:
+            return loss(logits, target.float() if target.dtype == torch.bool else target)
+        if target.shape[1] != logits.shape[1] + 1:
+            raise ValueError(
+                f"region target with ignore channel must have {logits.shape[1] + 1} channels (regions + "
+                f"ignore mask) for logits {tuple(logits.shape)}, got {tuple(target.shape)}"
+            )
+        valid = target[:, -1] == 0
+        regions = target[:, :-1].float()
+        with float32_math(logits.device.type):
+            p = loss.prepare(logits, regions)
+            p = dataclasses.replace(p, valid=valid, onehot=p.onehot * valid.unsqueeze(1))
+            return loss.forward_prepared(p)
 
 
 class ScaleAwareLoss(nn.Module):
@@ -48,11 +106,18 @@ class ScaleAwareLoss(nn.Module):
     The spacing of an output of spatial shape ``s`` is ``spacing · reference_shape / s`` per axis
     (nnU-Net's deep-supervision outputs are the patch downsampled by the pooling factors, so the ratio is
     the cumulative pooling factor). One loss instance per distinct spacing is built by ``get(name,
-    spacing=…, **kwargs)``; instances with a ``scheduler`` (boundary pairings) all share the first one's,
-    so one ``step()`` per epoch moves every scale.
+    spacing=…, **kwargs)`` (those of ``scales`` at once, others when first seen); instances with a
+    ``scheduler`` (boundary pairings) all share the first one's, so setting it moves every scale.
     """
 
-    def __init__(self, name: str, spacing: Sequence[float], reference_shape: Sequence[int], **kwargs) -> None:
+    def __init__(
+        self,
+        name: str,
+        spacing: Sequence[float],
+        reference_shape: Sequence[int],
+        scales: Sequence[Sequence[float]] | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__()
         if len(spacing) != len(reference_shape):
             raise ValueError(
@@ -65,6 +130,8 @@ class ScaleAwareLoss(nn.Module):
         self.losses = nn.ModuleDict()
         self.scheduler = None
         self.loss_for_shape(self.reference_shape)
+        for scale in scales or ():
+            self.loss_for_shape(tuple(max(1, round(r * s)) for r, s in zip(self.reference_shape, scale)))
 
     def spacing_for_shape(self, shape: Sequence[int]) -> tuple[float, ...]:
         if len(shape) != len(self.spacing):
@@ -89,13 +156,6 @@ class ScaleAwareLoss(nn.Module):
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return self.loss_for_shape(tuple(logits.shape[2:]))(logits, target)
 
-    def get_extra_state(self) -> dict:
-        return {"scheduler": None if self.scheduler is None else self.scheduler.state_dict()}
-
-    def set_extra_state(self, state: dict) -> None:
-        if self.scheduler is not None and state.get("scheduler") is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-
 
 def build_nnunet_loss(
     name: str,
@@ -114,8 +174,11 @@ def build_nnunet_loss(
 
     Args:
         name, loss_kwargs: registry name and constructor arguments (``segbalance.monai_losses.get``).
-        ignore_label: nnU-Net's ignore label (``label_manager.ignore_label``), passed as ``ignore_index``.
-        has_regions: ``label_manager.has_regions``; region-based datasets are refused (``ValueError``).
+        ignore_label: nnU-Net's ignore label (``label_manager.ignore_label``): ``ignore_index`` for label
+            maps; for regions the mask channel that nnU-Net appends to the targets.
+        has_regions: ``label_manager.has_regions``: targets are one-hot regions; the loss is built with
+            :func:`region_loss_kwargs` and called through :class:`RegionTargets`. Losses without a
+            per-channel sigmoid form are refused (``ValueError`` naming those that have one).
         deep_supervision_scales: ``nnUNetTrainer._get_deep_supervision_scales()``; ``None`` without deep
             supervision. With it the loss is wrapped in nnU-Net's ``DeepSupervisionWrapper`` with the weights
             of :func:`deep_supervision_weights` (``is_ddp``/``compiled`` select its multi-GPU safeguard).
@@ -124,17 +187,20 @@ def build_nnunet_loss(
     """
     from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 
-    if has_regions:
-        check_not_regions(type("RegionLabels", (), {"has_regions": True})(), dataset_name)
     kwargs = dict(loss_kwargs or {})
-    if ignore_label is not None:
+    if has_regions:
+        check_regions_supported(name, kwargs, dataset_name)
+        kwargs = region_loss_kwargs(kwargs)
+    elif ignore_label is not None:
         kwargs.setdefault("ignore_index", int(ignore_label))
     if accepts_spacing(name) and "spacing" not in kwargs:
         if spacing is None or patch_size is None:
             raise ValueError(f"loss {name!r} is spacing-aware: pass the configuration's spacing, patch_size")
-        loss: nn.Module = ScaleAwareLoss(name, spacing, patch_size, **kwargs)
+        loss: nn.Module = ScaleAwareLoss(name, spacing, patch_size, deep_supervision_scales, **kwargs)
     else:
         loss = get(name, **kwargs)
+    if has_regions:
+        loss = RegionTargets(loss, has_ignore=ignore_label is not None)
     if deep_supervision_scales is not None:
         weights = deep_supervision_weights(len(deep_supervision_scales), is_ddp=is_ddp, compiled=compiled)
         loss = DeepSupervisionWrapper(loss, weights)

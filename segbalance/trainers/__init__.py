@@ -2,8 +2,10 @@
 
 nnU-Net finds trainers outside its package through ``nnUNet_extTrainer``: run
 ``eval "$(segbalance nnunet-env)"`` in the shell, or call :func:`register` from Python. The trainer
-classes are imported lazily (``segbalance.trainers.nnUNetTrainerDFL``), so importing this package, e.g.
-for :func:`register` or the CLI, does not import nnunetv2.
+classes are generated from one table (:mod:`segbalance.trainers.table`, plus the losses that declare a
+trainer with ``register(…, trainer=…)``) in :mod:`segbalance.trainers.generated`. They are imported
+lazily (``segbalance.trainers.nnUNetTrainerDFL``), so importing this package, e.g. for :func:`register`
+or the CLI, does not import nnunetv2.
 """
 
 from __future__ import annotations
@@ -12,50 +14,25 @@ import importlib
 
 from segbalance.trainers.discovery import EXT_FOLDER, export_line, register
 
-# loss registry name of each trainer (docs, tests, benchmarks)
-TRAINER_LOSSES = {
-    "nnUNetTrainerDFL": "dfl",
-    "nnUNetTrainerDCE": "dce",
-    "nnUNetTrainerFocal": "focal",
-    "nnUNetTrainerRecall": "recall",
-    "nnUNetTrainerCEL1": "ce_l1",
-    "nnUNetTrainerCEKL": "ce_kl",
-    "nnUNetTrainerDiceBiasCE": "ce_dicebias",
-    "nnUNetTrainerGDL": "gdl",
-    "nnUNetTrainerTversky": "tversky",
-    "nnUNetTrainerFocalTversky": "focal_tversky",
-    "nnUNetTrainerCombo": "combo",
-    "nnUNetTrainerExpLog": "explog",
-    "nnUNetTrainerBoundary": "gdl_boundary",
-    "nnUNetTrainerHDDT": "hd_dt",
-    "nnUNetTrainerDFLDice": "compound",
-}
+__all__ = ["EXT_FOLDER", "TRAINER_LOSSES", "export_line", "register", "trainer_names"]
 
-# defining module of each trainer class
-_MODULES = {
-    "SegBalanceTrainer": "base",
-    "nnUNetTrainerDFL": "distribution",
-    "nnUNetTrainerDCE": "distribution",
-    "nnUNetTrainerFocal": "distribution",
-    "nnUNetTrainerRecall": "distribution",
-    "nnUNetTrainerCEL1": "marginal",
-    "nnUNetTrainerCEKL": "marginal",
-    "nnUNetTrainerDiceBiasCE": "marginal",
-    "nnUNetTrainerGDL": "region",
-    "nnUNetTrainerTversky": "region",
-    "nnUNetTrainerFocalTversky": "region",
-    "nnUNetTrainerCombo": "region",
-    "nnUNetTrainerExpLog": "region",
-    "nnUNetTrainerBoundary": "boundary",
-    "nnUNetTrainerHDDT": "boundary",
-    "nnUNetTrainerDFLDice": "compound",
-    "nnUNetTrainerSegBalance": "configurable",
-}
 
-__all__ = ["EXT_FOLDER", "TRAINER_LOSSES", "export_line", "register", *_MODULES]
+def trainer_names() -> list[str]:
+    """Every generated trainer class name (loss trainers, ``nnUNetTrainerSegBalance``, their variants)."""
+    from segbalance.trainers.table import CONFIGURABLE_TRAINER, VARIANTS, trainer_specs
+
+    bases = [*trainer_specs(), CONFIGURABLE_TRAINER]
+    return bases + [b + suffix for b in bases for suffix in VARIANTS]
 
 
 def __getattr__(name: str):
-    if name in _MODULES:
-        return getattr(importlib.import_module(f"{__name__}.{_MODULES[name]}"), name)
+    if name == "TRAINER_LOSSES":
+        # trainer class name → registry loss name (docs, tests, benchmarks); includes plugin trainers
+        from segbalance.trainers.table import trainer_losses
+
+        return trainer_losses()
+    if name == "SegBalanceTrainer" or name.startswith("nnUNetTrainer"):
+        module = importlib.import_module(f"{__name__}.generated")
+        if hasattr(module, name):
+            return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

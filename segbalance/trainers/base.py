@@ -1,38 +1,67 @@
-"""Common base of the segbalance nnU-Net trainers: loss construction, per-epoch schedules, checkpoints."""
+"""Common base of the segbalance nnU-Net trainers: loss construction, per-epoch schedules, loss state."""
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 
 import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch import nn
 
-from segbalance.monai_losses.boundary import set_schedulers_epoch
-from segbalance.nnunet_losses import build_nnunet_loss, loss_schedulers
+from segbalance.monai_losses.schedules import set_schedulers_epoch
+from segbalance.nnunet_losses import build_nnunet_loss
 
-__all__ = ["SegBalanceTrainer"]
+__all__ = ["SegBalanceTrainer", "loss_state_file"]
 
-CHECKPOINT_KEY = "segbalance_loss_state"
+LOSS_STATE_SUFFIX = ".segbalance_loss.pt"
+
+
+def loss_state_file(checkpoint_file: str) -> str:
+    """The file beside an nnU-Net checkpoint that holds the loss's tensors (``checkpoint_x.pth`` →
+    ``checkpoint_x.segbalance_loss.pt``)."""
+    root, _ = os.path.splitext(checkpoint_file)
+    return root + LOSS_STATE_SUFFIX
 
 
 class SegBalanceTrainer(nnUNetTrainer):
-    """``nnUNetTrainer`` whose ``_build_loss`` returns a segbalance loss (subclasses pick which one).
+    """``nnUNetTrainer`` whose ``_build_loss`` returns the segbalance loss ``loss_name(**loss_kwargs)``.
 
-    Subclasses override only ``_build_loss``, returning ``self.segbalance_loss(name, **kwargs)``. This base
-    adds what every such loss needs from the trainer:
+    The classes in :mod:`segbalance.trainers.generated` only set ``loss_name``/``loss_kwargs`` (from the
+    table); this base adds what every such loss needs from the trainer:
 
     * ``segbalance_loss``: the loss in nnU-Net's conventions (see
-      :func:`~segbalance.nnunet_losses.build_nnunet_loss`: ignore label, regions refused, spacing per
-      deep-supervision scale, nnU-Net's deep-supervision weights with the DDP safeguard), logged;
-    * per-epoch schedules (boundary pairings' α): set to the current epoch in ``on_train_epoch_start``;
-    * the loss's state (``state_dict``, e.g. the α schedule) saved in and restored from the checkpoint.
+      :func:`~segbalance.nnunet_losses.build_nnunet_loss`: ignore label, region-based datasets through the
+      loss's sigmoid form, spacing per deep-supervision scale, nnU-Net's deep-supervision weights with the
+      DDP safeguard), logged;
+    * per-epoch schedules (boundary pairings' α = start + epoch·step): set from ``current_epoch`` in
+      ``on_train_epoch_start``, so a resumed run (``--c``) continues them without any saved state;
+    * loss tensors that are real state (e.g. the recall loss's EMA counts with ``ema``): written beside each
+      checkpoint as ``<checkpoint>.segbalance_loss.pt`` (tensors only, read with ``weights_only=True``) and
+      restored by ``load_checkpoint``. nnU-Net's checkpoint itself is left as nnU-Net writes it.
     """
+
+    loss_name: str | None = None
+    loss_kwargs: dict = {}
+
+    def _build_loss(self):
+        if self.loss_name is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} sets no loss_name and does not override _build_loss"
+            )
+        return self.segbalance_loss(self.loss_name, **copy.deepcopy(self.loss_kwargs))
 
     def segbalance_loss(self, name: str, **loss_kwargs) -> nn.Module:
         """Build the registered loss ``name`` for this trainer's dataset and configuration."""
         lm = self.label_manager
+        dataset = f"dataset {self.plans_manager.dataset_name!r}"
+        if lm.has_regions:
+            from segbalance.monai_losses.registry import supports_multilabel
+
+            if not supports_multilabel(name, loss_kwargs):
+                raise ValueError(_regions_message(type(self).__name__, name, dataset))
         loss = build_nnunet_loss(
             name,
             loss_kwargs,
@@ -43,12 +72,13 @@ class SegBalanceTrainer(nnUNetTrainer):
             compiled=self._do_i_compile(),
             spacing=self.configuration_manager.spacing,
             patch_size=self.configuration_manager.patch_size,
-            dataset_name=f"dataset {self.plans_manager.dataset_name!r}",
+            dataset_name=dataset,
         )
         self.segbalance_loss_config = {"name": name, "kwargs": loss_kwargs}
         self.print_to_log_file(
             f"segbalance loss: {json.dumps(self.segbalance_loss_config, default=str)} "
-            f"(ignore label {lm.ignore_label}, deep supervision {self.enable_deep_supervision})"
+            f"(ignore label {lm.ignore_label}, regions {lm.has_regions}, "
+            f"deep supervision {self.enable_deep_supervision})"
         )
         return loss
 
@@ -61,23 +91,53 @@ class SegBalanceTrainer(nnUNetTrainer):
         for alpha in self.sync_loss_schedules():
             self.print_to_log_file(f"segbalance loss schedule: alpha = {np.round(alpha, decimals=4)}")
 
+    def loss_state(self) -> dict[str, torch.Tensor]:
+        """The loss's non-empty tensors from its ``state_dict`` (e.g. EMA counts); ``{}`` when it has none."""
+        if self.loss is None:
+            return {}
+        state = self.loss.state_dict()
+        return {k: v.detach().cpu() for k, v in state.items() if isinstance(v, torch.Tensor) and v.numel()}
+
     def save_checkpoint(self, filename: str) -> None:
         super().save_checkpoint(filename)
-        if self.local_rank != 0 or self.disable_checkpointing or self.loss is None:
+        if self.local_rank != 0 or self.disable_checkpointing:
             return
-        schedulers = [s.state_dict() for s in loss_schedulers(self.loss)]
-        if not schedulers:
-            return
-        checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
-        checkpoint[CHECKPOINT_KEY] = {"schedulers": schedulers}
-        torch.save(checkpoint, filename)
+        state, side = self.loss_state(), loss_state_file(filename)
+        if state:
+            torch.save(state, side)
+        elif os.path.isfile(side):
+            os.remove(side)
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         super().load_checkpoint(filename_or_checkpoint)
-        checkpoint = filename_or_checkpoint
-        if isinstance(checkpoint, str):
-            checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        state = checkpoint.get(CHECKPOINT_KEY) if isinstance(checkpoint, dict) else None
-        if state and self.loss is not None:
-            for sched, sched_state in zip(loss_schedulers(self.loss), state["schedulers"]):
-                sched.load_state_dict(sched_state)
+        if not isinstance(filename_or_checkpoint, str) or self.loss is None:
+            return
+        side = loss_state_file(filename_or_checkpoint)
+        if os.path.isfile(side):
+            state = torch.load(side, map_location=self.device, weights_only=True)
+            unexpected = self.loss.load_state_dict(state, strict=False).unexpected_keys
+            self.print_to_log_file(
+                f"segbalance loss state restored from {side}: {sorted(set(state) - set(unexpected))}"
+                + (f"; not in this loss (ignored): {unexpected}" if unexpected else "")
+            )
+
+    def on_train_end(self):
+        super().on_train_end()
+        # nnU-Net deletes checkpoint_latest.pth at the end; its loss state goes with it
+        latest = loss_state_file(os.path.join(self.output_folder, "checkpoint_latest.pth"))
+        if self.local_rank == 0 and os.path.isfile(latest):
+            os.remove(latest)
+
+
+def _regions_message(trainer: str, loss: str, dataset: str) -> str:
+    from segbalance.monai_losses.registry import multilabel_names, supports_multilabel
+    from segbalance.trainers.table import trainer_specs
+
+    working = [n for n, s in trainer_specs().items() if supports_multilabel(s.loss, s.kwargs)]
+    return (
+        f"{dataset} is region-based (dataset.json has 'regions_class_order'; nnU-Net trains it with sigmoid "
+        f"outputs and one-hot region targets), but {trainer}'s loss {loss!r} has no per-channel sigmoid "
+        f"(multi-label) form. Trainers that work with regions: {', '.join(working)} (and their "
+        f"_5epochs/_debug variants), or nnUNetTrainerSegBalance with one of the losses "
+        f"{', '.join(multilabel_names())}."
+    )

@@ -23,9 +23,11 @@ def run(args: argparse.Namespace) -> int:
 
     print(export_line())
     if args.list:
-        from segbalance.trainers import TRAINER_LOSSES
+        from segbalance.monai_losses.registry import supports_multilabel
+        from segbalance.trainers.table import trainer_specs
 
-        for trainer, loss in TRAINER_LOSSES.items():
-            print(f"# {trainer}: loss {loss!r} (also {trainer}_5epochs, {trainer}_debug)")
+        for trainer, spec in trainer_specs().items():
+            regions = ", region datasets too" if supports_multilabel(spec.loss, spec.kwargs) else ""
+            print(f"# {trainer}: loss {spec.loss!r} (also {trainer}_5epochs, {trainer}_debug{regions})")
         print('# nnUNetTrainerSegBalance: loss from SEGBALANCE_LOSS=\'{"name": …, "kwargs": {…}}\'')
     return 0

@@ -1,16 +1,22 @@
-"""segbalance train: a few CPU steps in 2D and 3D, resume, the NaN error, DDP with two gloo processes."""
+"""segbalance train: a few CPU steps in 2D and 3D, resume, the NaN error, DDP with two gloo processes.
+
+Exact resume, option changes and divergence: test_training_resume.py; safe checkpoint loading:
+test_training_checkpoint.py; data checks, window and sampler: test_training_data.py.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
+from pathlib import Path
 
 import pytest
 import torch
 
 from segbalance.synthetic import write_phantom_dataset
 from segbalance.training import NonFiniteLossError, TrainConfig, engine, load_model, predict_volume, train
+from segbalance.training.checkpoint import load_checkpoint
 
 SHAPE = (12, 32, 32)
 TINY = dict(channels=(4, 8, 16), batch_size=4, steps_per_epoch=2, progress=False)
@@ -27,7 +33,7 @@ def data(tmp_path_factory):
 def test_train_resume_predict(tmp_path, data, dim, size):
     cfg = dict(out=str(tmp_path / "run"), data=str(data), dim=dim, size=size, samples_per_volume=2, **TINY)
     path = train(TrainConfig(epochs=1, **cfg))
-    first = torch.load(path, weights_only=False)
+    first = load_checkpoint(path)
     assert first["epoch"] == 0 and first["info"]["loss"] == "ce" and first["info"]["num_classes"] == 3
     # resume: same weights as saved before the next epoch, epoch counter continues
     seen = {}
@@ -52,7 +58,7 @@ def test_train_resume_predict(tmp_path, data, dim, size):
         torch.testing.assert_close(
             v, first["model"][k], rtol=0, atol=0
         )  # 0 steps: weights are the saved ones
-    second = torch.load(path, weights_only=False)
+    second = load_checkpoint(path)
     assert second["epoch"] == 1 and len(second["history"]) == 2
     model, info = load_model(path)
     pred = predict_volume(model, info, torch.randn(SHAPE).numpy() * 100)
@@ -62,9 +68,9 @@ def test_train_resume_predict(tmp_path, data, dim, size):
 def test_resume_continues_training(tmp_path, data):
     cfg = dict(out=str(tmp_path / "run"), data=str(data), dim=2, size=(32, 32), **TINY)
     train(TrainConfig(epochs=1, **cfg))
-    w0 = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["model"]
+    w0 = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
     train(TrainConfig(epochs=2, resume=True, **cfg))
-    ck = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
     assert ck["epoch"] == 1
     assert any(not torch.equal(w0[k], ck["model"][k]) for k in w0)  # it trained further
 
@@ -83,7 +89,7 @@ def test_nan_loss_names_epoch_step_and_loss(tmp_path, data, monkeypatch):
         def forward(self, logits, target):
             return logits.mean() * float("nan")
 
-    monkeypatch.setattr(engine, "_loss_fn", lambda name, kw: NaNLoss())
+    monkeypatch.setattr(engine, "_loss_fn", lambda *args: NaNLoss())
     with pytest.raises(NonFiniteLossError, match=r"loss 'ce'.*epoch 1 step 1"):
         train(TrainConfig(out=str(tmp_path), data=str(data), dim=2, size=(32, 32), epochs=1, **TINY))
 
@@ -95,6 +101,7 @@ def _free_port() -> int:
 
 
 def _ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
+    """One DDP rank; records its model's parameter checksum and its local loss values in rank<r>.json."""
     os.environ.update(
         WORLD_SIZE=str(world),
         RANK=str(rank),
@@ -103,10 +110,31 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
         MASTER_PORT=str(port),
     )
     torch.set_num_threads(1)
+    seen, losses = {}, []
+    build_model, loss_fn = engine.build_model, engine._loss_fn
+
+    def spy_model(*args, **kwargs):
+        seen["model"] = build_model(*args, **kwargs)
+        return seen["model"]
+
+    class RecordingLoss(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, logits, target):
+            value = self.inner(logits, target)
+            losses.append(float(value.detach()))
+            return value
+
+    engine.build_model = spy_model
+    engine._loss_fn = lambda *args: RecordingLoss(loss_fn(*args))
     try:
         train(TrainConfig(out=out, data=data, dim=2, size=(32, 32), epochs=1, device="cpu", **TINY))
     finally:
         torch.distributed.destroy_process_group()
+    checksum = float(sum(p.detach().double().sum() for p in seen["model"].parameters()))
+    (Path(out) / f"rank{rank}.json").write_text(json.dumps({"losses": losses, "checksum": checksum}))
 
 
 @pytest.mark.slow
@@ -115,11 +143,12 @@ def test_ddp_two_cpu_processes(tmp_path, data):
 
     out = tmp_path / "ddp"
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(data), str(out)), nprocs=2, join=True)
-    records = [json.loads((out / f"history_rank{r}.json").read_text()) for r in range(2)]
+    records = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     assert records[0]["checksum"] == records[1]["checksum"]  # gradients were all-reduced: replicas agree
     # each rank saw its own half of the data: different local losses
-    assert records[0]["history"][0]["loss"] != records[1]["history"][0]["loss"]
-    assert (out / "last.pt").exists()
+    assert records[0]["losses"] != records[1]["losses"]
+    assert not list(out.glob("history_rank*"))  # no test-only files written by the training code
+    assert load_checkpoint(out / "last.pt")["epoch"] == 0
 
 
 def test_boundary_weight_follows_the_epoch_and_resume(tmp_path, data):
@@ -127,6 +156,6 @@ def test_boundary_weight_follows_the_epoch_and_resume(tmp_path, data):
     cfg = dict(out=str(tmp_path / "run"), data=str(data), dim=2, size=(32, 32), loss="gdl_boundary", **TINY)
     train(TrainConfig(epochs=2, **cfg))
     train(TrainConfig(epochs=3, resume=True, **cfg))
-    history = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["history"]
+    history = load_checkpoint(tmp_path / "run" / "last.pt")["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert [h["alpha"] for h in history] == pytest.approx([0.01, 0.02, 0.03])

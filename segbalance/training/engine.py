@@ -1,15 +1,20 @@
 """``train(config) -> checkpoint path``: a MONAI UNet trained with any registered segbalance loss.
 
 CUDA with AMP (``torch.autocast`` + ``GradScaler``) when present, CPU otherwise; DDP when launched by
-``torchrun`` (``WORLD_SIZE > 1``: process group from the environment, ``DistributedSampler``); a checkpoint
-``last.pt`` every epoch (model, optimizer, scaler, epoch, RNG states, loss name and kwargs, config) that
-``resume=True`` continues from; a :class:`NonFiniteLossError` naming the epoch, step and loss when the
-loss turns NaN or infinite.
+``torchrun`` (``WORLD_SIZE > 1``: process group from the environment, ``DistributedSampler``).
+
+Reproducibility: every random draw of an epoch is a function of ``(seed, epoch)`` (shuffling, the global
+RNGs) or ``(seed, epoch, item)`` (the crop transforms, :class:`~segbalance.training.data.EpochSeededDataset`),
+and loss schedules are functions of the epoch. A checkpoint ``last.pt`` written after every epoch (model,
+optimizer, scaler, loss state, epoch, history, configuration) therefore resumes to exactly the weights and
+history of an uninterrupted run. Checkpoints hold only tensors and plain values and are read with
+``torch.load(weights_only=True)`` (:mod:`segbalance.training.checkpoint`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 from dataclasses import asdict, dataclass, field
@@ -18,11 +23,45 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["TrainConfig", "NonFiniteLossError", "train", "build_model", "load_model"]
+from segbalance.errors import UserError
+from segbalance.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+__all__ = [
+    "TrainConfig",
+    "NonFiniteLossError",
+    "train",
+    "build_model",
+    "load_model",
+    "RESUMABLE_OPTIONS",
+    "FIXED_OPTIONS",
+    "check_resume_options",
+]
+
+#: options that ``--resume`` may change: how long, how fast and where to train, not what the run is
+RESUMABLE_OPTIONS = (
+    "epochs", "lr", "steps_per_epoch", "device", "amp", "num_workers", "progress", "compile_loss"
+)
+#: options fixed by the checkpoint: changing one on ``--resume`` is refused
+FIXED_OPTIONS = (
+    "data",
+    "synthetic",
+    "synthetic_shape",
+    "loss",
+    "loss_kwargs",
+    "dim",
+    "size",
+    "channels",
+    "batch_size",
+    "samples_per_volume",
+    "num_classes",
+    "seed",
+    "window",
+)
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite; the message names the loss, the epoch and the step."""
+    """The training loss or the model's logits became NaN or infinite; the message names the loss, the
+    epoch and the step."""
 
 
 @dataclass
@@ -45,11 +84,13 @@ class TrainConfig:
     samples_per_volume: int = 4
     num_classes: int | None = None  # None: max label + 1
     seed: int = 0
+    window: str | None = None  # intensity window (parse_window text or "zscore"); None: ct-abdomen / z-score
     resume: bool = False
     device: str | None = None  # None: cuda if available else cpu
     amp: bool | None = None  # None: on for CUDA
     num_workers: int = 0
     progress: bool = True
+    compile_loss: bool = False  # torch.compile the loss math (segbalance.monai_losses.compile_loss)
 
     def __post_init__(self) -> None:
         if self.dim not in (2, 3):
@@ -61,10 +102,29 @@ class TrainConfig:
             raise ValueError(f"size must have {self.dim} values for dim={self.dim}, got {self.size}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+        if self.samples_per_volume < 1:
+            raise ValueError(f"samples_per_volume must be >= 1, got {self.samples_per_volume}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 0:
+            raise ValueError(f"steps_per_epoch must be >= 0, got {self.steps_per_epoch}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if isinstance(self.loss_kwargs, str):
             self.loss_kwargs = json.loads(self.loss_kwargs)
         self.channels = tuple(int(c) for c in self.channels)
         self.synthetic_shape = tuple(int(s) for s in self.synthetic_shape)
+        if self.window is not None:
+            from segbalance.training.data import resolve_window
+
+            resolve_window(True, self.window)  # a bad window fails here, naming the text
+
+    def record(self) -> dict:
+        """The options as plain JSON values (tuples as lists, ``data`` as an absolute path)."""
+        record = json.loads(json.dumps(asdict(self)))
+        if self.data is not None:
+            record["data"] = str(Path(self.data).resolve())
+        return record
 
 
 def build_model(dim: int, num_classes: int, channels: tuple[int, ...]) -> torch.nn.Module:
@@ -82,28 +142,32 @@ def build_model(dim: int, num_classes: int, channels: tuple[int, ...]) -> torch.
 
 
 def load_model(checkpoint: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
-    """The model of a checkpoint written by :func:`train`, in eval mode, and the checkpoint's ``info``."""
-    ckpt = torch.load(checkpoint, map_location=device, weights_only=False)
+    """The model of a checkpoint written by :func:`train`, in eval mode, and the checkpoint's ``info``.
+
+    The file is read with :func:`~segbalance.training.checkpoint.load_checkpoint` (``weights_only=True``;
+    a file that would run code, a truncated file or another program's checkpoint is refused with a
+    ``ValueError`` naming the file).
+    """
+    ckpt = load_checkpoint(checkpoint, map_location=device)
     info = ckpt["info"]
+    missing = [k for k in ("dim", "num_classes", "channels") if k not in info]
+    if missing:
+        raise CheckpointError(f"{checkpoint}: not a segbalance checkpoint (its info has no {missing})")
     model = build_model(info["dim"], info["num_classes"], tuple(info["channels"]))
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(
+            f"{checkpoint}: the weights do not fit the UNet its info describes ({first})"
+        ) from None
     return model.to(device).eval(), info
 
 
-def _rng_state() -> dict:
-    numpy_state = np.random.get_state()  # noqa: NPY002 (the global state MONAI transforms are seeded from)
-    state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 (global state some transforms draw from)
+    random.seed(seed)
 
 
 def _init_distributed(device: str | None) -> tuple[int, int, torch.device]:
@@ -122,59 +186,125 @@ def _init_distributed(device: str | None) -> tuple[int, int, torch.device]:
     return 0, 1, torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def _loss_fn(name: str, kwargs: dict) -> torch.nn.Module:
-    from segbalance.monai_losses import get
+def _loss_fn(name: str, kwargs: dict, compile: bool = False) -> torch.nn.Module:
+    """The registered loss; its own NaN/Inf check of the logits is off (the loop checks, naming the step).
+    ``compile``: its math under ``torch.compile``, in place (same module, same state_dict)."""
+    from segbalance.monai_losses import compile_loss, get
 
-    return get(name, **kwargs)
+    loss = get(name, **{"check_finite": False, **kwargs})
+    return compile_loss(loss) if compile else loss
+
+
+def _flag(option: str) -> str:
+    """The ``segbalance train`` flag of a :class:`TrainConfig` field."""
+    return {"amp": "--no-amp", "progress": "--no-progress"}.get(option, "--" + option.replace("_", "-"))
+
+
+def check_resume_options(checkpoint: Path, saved: dict, cfg: TrainConfig) -> None:
+    """Refuse to resume with an option that the checkpoint fixes (see :data:`FIXED_OPTIONS`).
+
+    Raises:
+        UserError: one line naming each changed option with its value in the checkpoint and now.
+    """
+    now = cfg.record()
+    changed = [
+        f"{_flag(k)} {saved.get(k)!r} -> {now[k]!r}"
+        for k in FIXED_OPTIONS
+        if k != "num_classes" and saved.get(k) != now[k]
+    ]
+    if changed:
+        raise UserError(
+            f"{checkpoint}: cannot resume with changed options: {'; '.join(changed)} (checkpoint value -> "
+            f"new value); only {', '.join(_flag(k) for k in RESUMABLE_OPTIONS)} may change on --resume"
+        )
+
+
+def _restore(ckpt: dict, last: Path, cfg: TrainConfig, num_classes: int, model, optimizer, scaler, loss_fn):
+    if cfg.num_classes is not None and ckpt["info"]["num_classes"] != num_classes:
+        raise UserError(
+            f"{last}: cannot resume with changed options: --num-classes {ckpt['info']['num_classes']!r} -> "
+            f"{num_classes!r} (checkpoint value -> new value)"
+        )
+    try:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        loss_fn.load_state_dict(ckpt.get("loss", {}))
+    except (KeyError, RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        raise CheckpointError(f"{last}: cannot restore the training state ({first})") from None
+    for group in optimizer.param_groups:  # --resume --lr X: X from now on
+        group["lr"] = cfg.lr
+
+
+def _non_finite_message(cfg: TrainConfig, what: str, epoch: int, step: int) -> str:
+    kwargs = f" {json.dumps(cfg.loss_kwargs)}" if cfg.loss_kwargs else ""
+    return (
+        f"loss {cfg.loss!r}{kwargs}: {what} at epoch {epoch + 1} step {step + 1}; "
+        f"lower the learning rate or check the data (the checkpoint of the last finished epoch is kept: "
+        f"--resume --lr ... continues from it)"
+    )
 
 
 def train(config: TrainConfig | dict) -> Path:
     """Train and return the path of the last checkpoint (``<out>/last.pt``); see :class:`TrainConfig`.
 
     Raises:
-        ValueError: bad options or an unknown loss name (listing the known ones).
+        ValueError: bad options, an unknown loss name (listing the known ones), unusable data (every bad
+            case with its file), a checkpoint that cannot be loaded, or ``resume`` with a changed fixed
+            option (:data:`FIXED_OPTIONS`).
         FileNotFoundError: ``data`` or the checkpoint to resume does not exist.
-        NonFiniteLossError: the loss became NaN/inf (message: loss, epoch, step).
+        NonFiniteLossError: the loss or the logits became NaN/inf (message: loss, epoch, step).
     """
     from monai.data import DataLoader, list_data_collate
     from tqdm.auto import tqdm
 
-    from segbalance.monai_losses.boundary import set_schedulers_epoch
-    from segbalance.training.data import build_train_dataset, is_ct, load_cases, synthetic_root
+    from segbalance.monai_losses.schedules import set_schedulers_epoch
+    from segbalance.training.data import (
+        EpochSeededDataset,
+        build_train_dataset,
+        derived_seed,
+        is_ct,
+        load_cases,
+        synthetic_root,
+    )
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig(**config)
-    loss_fn = _loss_fn(cfg.loss, cfg.loss_kwargs)  # fail early on a bad name/kwargs
+    loss_fn = _loss_fn(cfg.loss, cfg.loss_kwargs, cfg.compile_loss)  # fail early on a bad name/kwargs
     rank, world, device = _init_distributed(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     last = out / "last.pt"
-    if cfg.resume and not last.exists():
-        raise FileNotFoundError(f"{last}: no checkpoint to resume from (train once without --resume)")
+    ckpt = None
+    if cfg.resume:
+        if not last.exists():
+            raise FileNotFoundError(f"{last}: no checkpoint to resume from (train once without --resume)")
+        ckpt = load_checkpoint(last, map_location=device)
+        check_resume_options(last, ckpt["info"].get("config", {}), cfg)
 
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)  # noqa: NPY002 (MONAI transforms seed from the global state)
-    random.seed(cfg.seed)
+    _seed_everything(cfg.seed)
     if cfg.data is None:
-        root = (
+        root = out / "synthetic"
+        if rank == 0:
             synthetic_root(out, cfg.synthetic, cfg.seed, cfg.synthetic_shape)
-            if rank == 0
-            else out / "synthetic"
-        )
         if world > 1:
             torch.distributed.barrier()
     else:
         root = Path(cfg.data)
-    cases = load_cases(root)
+    cases = load_cases(root, num_classes=cfg.num_classes)
     ct = is_ct([c["image"] for c in cases])
     num_classes = cfg.num_classes or int(max(int(c["label"].max()) for c in cases)) + 1
-    dataset = build_train_dataset(cases, cfg.dim, cfg.size, ct, cfg.samples_per_volume, seed=cfg.seed + rank)
+    dataset = EpochSeededDataset(
+        build_train_dataset(cases, cfg.dim, cfg.size, ct, cfg.samples_per_volume, window=cfg.window),
+        seed=cfg.seed,
+    )
 
     sampler = None
     if world > 1:
         from torch.utils.data.distributed import DistributedSampler
 
         sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator()
     per_volume = cfg.dim == 3
     loader = DataLoader(
         dataset,
@@ -187,14 +317,12 @@ def train(config: TrainConfig | dict) -> Path:
         generator=generator,
     )
 
+    _seed_everything(cfg.seed)  # the initial weights depend on the seed only
     model = build_model(cfg.dim, num_classes, cfg.channels).to(device)
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     amp = (device.type == "cuda") if cfg.amp is None else bool(cfg.amp and device.type == "cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    loss_fn = loss_fn.to(device)
     info = {
         "loss": cfg.loss,
         "loss_kwargs": cfg.loss_kwargs,
@@ -203,31 +331,32 @@ def train(config: TrainConfig | dict) -> Path:
         "channels": list(cfg.channels),
         "num_classes": num_classes,
         "ct": ct,
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+        "window": cfg.window,
+        "config": cfg.record(),
     }
     start = 0
     history: list[dict] = []
-    if cfg.resume:
-        ckpt = torch.load(last, map_location=device, weights_only=False)
-        if ckpt["info"]["loss"] != cfg.loss:
-            raise ValueError(
-                f"{last}: checkpoint was trained with loss {ckpt['info']['loss']!r}, not {cfg.loss!r}"
-            )
-        (model.module if world > 1 else model).load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
-        _set_rng_state(ckpt["rng"])
-        generator.set_state(ckpt["loader_rng"])
+    if ckpt is not None:
+        _restore(ckpt, last, cfg, num_classes, model, optimizer, scaler, loss_fn)
         start = ckpt["epoch"] + 1
-        history = ckpt.get("history", [])
-    loss_fn = loss_fn.to(device)
+        history = list(ckpt.get("history", []))
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    net = model.module if world > 1 else model
 
     for epoch in range(start, cfg.epochs):
         model.train()
-        # per-epoch loss schedules (the boundary weight α of gdl_boundary / dice_boundary), resume-safe
-        alphas = set_schedulers_epoch(loss_fn, epoch)
+        loss_fn.train()
+        # every random draw of this epoch follows from (seed, epoch): identical after --resume
+        epoch_seed = derived_seed(cfg.seed, epoch, rank)
+        _seed_everything(epoch_seed)
+        generator.manual_seed(derived_seed(cfg.seed, epoch))
+        dataset.set_epoch(epoch)
         if sampler is not None:
             sampler.set_epoch(epoch)
+        alphas = set_schedulers_epoch(loss_fn, epoch)  # per-epoch loss schedules (boundary weight α)
         total, n = 0.0, 0
         steps = len(loader) if cfg.steps_per_epoch is None else min(len(loader), cfg.steps_per_epoch)
         bar = tqdm(
@@ -236,47 +365,46 @@ def train(config: TrainConfig | dict) -> Path:
             disable=not cfg.progress or rank != 0,
             leave=False,
         )
-        for step, batch in enumerate(loader):
-            if step >= steps:
-                break
+        batches = iter(loader) if steps else iter(())
+        for step in range(steps):
+            batch = next(batches)
             image, label = batch["image"].to(device), batch["label"].to(device)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, enabled=amp):
                 logits = model(image)
-            loss = loss_fn(logits.float(), label)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"loss {cfg.loss!r} {cfg.loss_kwargs or ''} became {float(loss.detach())} at epoch "
-                    f"{epoch + 1} step {step + 1}; lower --lr or check the data/labels"
-                )
+            logits = logits.float()
+            if not bool(torch.isfinite(logits).all()):
+                what = "the model's logits became NaN/Inf"
+                raise NonFiniteLossError(_non_finite_message(cfg, what, epoch, step))
+            loss = loss_fn(logits, label)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise NonFiniteLossError(_non_finite_message(cfg, f"the loss became {value}", epoch, step))
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            total += float(loss.detach())
+            total += value
             n += 1
             bar.update(1)
             bar.set_postfix(loss=f"{total / n:.4f}")
+        del batches
         bar.close()
         history.append(
             {"epoch": epoch + 1, "loss": total / max(n, 1), **({"alpha": alphas[0]} if alphas else {})}
         )
         if rank == 0:
             state = {
-                "model": (model.module if world > 1 else model).state_dict(),
+                "model": net.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(),
+                "loss": loss_fn.state_dict(),
                 "epoch": epoch,
-                "rng": _rng_state(),
-                "loader_rng": generator.get_state(),
                 "info": info,
                 "history": history,
             }
-            tmp = last.with_suffix(".tmp")
-            torch.save(state, tmp)
-            os.replace(tmp, last)
+            save_checkpoint(last, state)
     if rank == 0:
-        (out / "history.json").write_text(json.dumps(history, indent=1))
-    if world > 1:  # per-rank record: replicas must end with identical weights
-        checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
-        (out / f"history_rank{rank}.json").write_text(json.dumps({"history": history, "checksum": checksum}))
+        from segbalance.atomic import atomic_write_text
+
+        atomic_write_text(out / "history.json", json.dumps(history, indent=1))
     return last

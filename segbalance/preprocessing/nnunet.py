@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from segbalance.errors import UserError
+from segbalance.labels import present_labels
 from segbalance.preprocessing.pairing import Case, CaseError, load_case
 from segbalance.preprocessing.runs import (
     CaseOutputs,
@@ -83,7 +84,7 @@ def convert_case_to_nnunet(case: Case, out: CaseOutputs, file_ending: str,
     values: list[int] = []
     if label is not None:
         arr = label.array
-        values = sorted(int(v) for v in np.unique(arr))
+        values = [int(v) for v in present_labels(arr)]
         if label_map:
             lut = np.zeros(max(label_map) + 1, dtype=np.int64)
             for new, old in enumerate(sorted(label_map)):

@@ -9,6 +9,10 @@ Source layouts (``SRC``):
 
 The case id is the file name without its format extension (``.nii.gz``, ``.mhd``, ...) and without a
 ``_0000``-style channel suffix. Images without a label are test cases; a label without an image is an error.
+
+A label may also be DICOM: ``labels/<case>.dcm`` (a DICOM-SEG or RTSTRUCT file) or ``labels/<case>/`` (a
+folder holding exactly one); it is rasterized on the image's grid with a label map naming its
+segments/ROIs (:mod:`segbalance.preprocessing.dicom_labels`).
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from segbalance.preprocessing.io import VOLUME_EXTENSIONS, Volume, case_id
+from segbalance.labels import present_labels
+from segbalance.preprocessing.io import VOLUME_EXTENSIONS, case_id
+from segbalance.preprocessing.volume import Volume
 
-__all__ = ["Case", "find_cases", "check_geometry", "check_label", "CaseError"]
+__all__ = ["Case", "find_cases", "check_geometry", "check_label", "CaseError", "read_label", "load_case"]
 
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
@@ -141,7 +147,7 @@ def check_label(label: Volume, known: set[int] | None = None) -> np.ndarray:
         arr = arr.astype(np.int64)
     elif not np.issubdtype(arr.dtype, np.integer) and arr.dtype != bool:
         raise CaseError(f"{name}: label dtype {arr.dtype} is not an integer type")
-    values = set(np.unique(arr).tolist())
+    values = set(present_labels(arr).tolist())
     if (arr < 0).any():
         raise CaseError(f"{name}: label has negative values {sorted(v for v in values if v < 0)}")
     if known is not None:
@@ -151,10 +157,39 @@ def check_label(label: Volume, known: set[int] | None = None) -> np.ndarray:
     return arr
 
 
-def load_case(case: Case, known_labels: set[int] | None = None) -> tuple[list[Volume], Volume | None]:
+def read_label(path: str | os.PathLike, reference: Volume,
+               label_map: dict[int, str] | str | None = None) -> Volume:
+    """The label of ``reference`` (its image) at ``path``, checked to lie on the image's grid.
+
+    ``path`` is a volume file (NIfTI, MHD, NRRD, ...), a DICOM label series, or a DICOM-SEG/RTSTRUCT file
+    (or a folder holding one), which is rasterized on ``reference``'s grid with ``label_map``
+    (``{value: segment/ROI name}``, see :func:`~segbalance.preprocessing.dicom_labels.read_dicom_label`).
+    """
+    from segbalance.preprocessing.dicom_labels import find_dicom_label, read_dicom_label
+    from segbalance.preprocessing.io import read_volume
+
+    try:
+        found = find_dicom_label(path)
+    except ValueError as exc:
+        raise CaseError(str(exc)) from None
+    if found is not None:
+        try:
+            return read_dicom_label(found[0], reference, label_map)
+        except CaseError:
+            raise
+        except ValueError as exc:
+            raise CaseError(str(exc)) from None
+    label = read_volume(path)
+    check_geometry(reference, label)
+    return label
+
+
+def load_case(case: Case, known_labels: set[int] | None = None,
+              label_map: dict[int, str] | str | None = None) -> tuple[list[Volume], Volume | None]:
     """Read a case's channels and label and check them: same grid, integer label with known values.
 
-    The returned label volume holds an integer array. Errors name the offending file.
+    The returned label volume holds an integer array. A DICOM-SEG/RTSTRUCT label is rasterized with
+    ``label_map`` (default: ``case.extra["label_map"]``). Errors name the offending file.
     """
     from segbalance.preprocessing.io import read_volume
 
@@ -163,7 +198,6 @@ def load_case(case: Case, known_labels: set[int] | None = None) -> tuple[list[Vo
         check_geometry(images[0], other)
     label = None
     if case.label is not None:
-        label = read_volume(case.label)
-        check_geometry(images[0], label)
+        label = read_label(case.label, images[0], label_map or case.extra.get("label_map"))
         label = label.with_array(check_label(label, known_labels))
     return images, label

@@ -16,6 +16,7 @@ import zlib
 
 import numpy as np
 
+from segbalance.labels import present_labels
 from segbalance.preprocessing.pairing import Case, CaseError, load_case
 from segbalance.preprocessing.runs import (
     CaseOutputs,
@@ -76,7 +77,7 @@ def random_patch_starts(label: np.ndarray | None, patch: tuple[int, ...], n: int
     if shape is None:
         raise ValueError("random patch sampling needs a label (or a shape)")
     high = [max(0, s - p) for s, p in zip(shape, patch)]
-    classes = [int(c) for c in np.unique(label) if c > 0]
+    classes = [int(c) for c in present_labels(label) if c > 0]
     n_fg = int(round(n * fg_share)) if classes else 0
     by_class: dict[int, np.ndarray] = {}
     out = []

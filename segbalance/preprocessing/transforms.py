@@ -1,40 +1,59 @@
-"""MONAI dictionary transforms for ``Compose`` pipelines: load any volume format, cut slices or patches,
-and compute per-class label proportions.
+"""MONAI transforms for ``Compose`` pipelines: read any volume format, cut slices or patches (invertibly),
+compute per-class label proportions and the signed distance maps of boundary losses.
 
-* :class:`LoadVolumed` reads NIfTI, MHD/MHA, NRRD and DICOM (file or series folder) through
-  :func:`segbalance.preprocessing.io.read_volume` — MONAI's ``LoadImaged`` needs the ``itk`` package for
-  MHD/MHA/NRRD and without it fails with a misleading DICOM error. The result matches MONAI's
-  ``ITKReader``/``NibabelReader``: array indexed ``(x, y, z)`` (``reverse_indexing=True``), ``affine``
-  in RAS built from ITK's LPS direction, spacing and origin, and the metadata ``pixdim``,
+* :class:`VolumeReader` is a :class:`monai.data.ImageReader` for NIfTI, MHD/MHA, NRRD and DICOM (file or
+  series folder) through :func:`segbalance.preprocessing.io.read_volume`, so
+  ``LoadImaged(keys, reader=VolumeReader())`` works without the ``itk`` package (MONAI's ``ITKReader``
+  needs it for MHD/MHA/NRRD; without it ``LoadImage`` fails with a misleading DICOM error).
+  :class:`LoadVolumed` is the same reader as a dictionary transform with a dtype per key. The result
+  matches MONAI's ``ITKReader``/``NibabelReader``: array indexed ``(x, y, z)`` (``reverse_indexing=True``),
+  ``affine`` in RAS built from ITK's LPS direction, spacing and origin, and the metadata ``pixdim``,
   ``spatial_shape``, ``spacing``, ``original_affine``, ``space`` and ``filename_or_obj``.
-* :class:`VolumeToSlicesd` turns a channel-first 3D sample into a list of 2D samples (MONAI's
-  ``list_data_collate`` flattens the list into the batch); each slice's ``affine`` is the volume's shifted
-  to that slice, and ``slice_index`` / ``slice_axis`` are recorded. Resize and window afterwards with
-  MONAI's ``Resized`` and ``ScaleIntensityRanged``.
-* :class:`VolumeToPatchesd` cuts grid or foreground-aware random 3D patches with the functions of
-  :mod:`segbalance.preprocessing.patches` (MONAI's own ``GridPatchd`` / ``RandCropByLabelClassesd`` do
-  the same per sample; this one shares the CLI's sampling rule and records ``patch_start``).
+* :class:`VolumeToSlicesd` turns a 3D sample into a list of 2D samples and :class:`VolumeToPatchesd` into a
+  list of 3D patches (MONAI's ``list_data_collate`` flattens the lists into the batch). Both follow
+  MONAI's crop conventions: the ``affine`` is shifted to the slice/patch, the crop is recorded in
+  ``applied_operations`` (``TraceableTransform``) and ``inverse`` — or ``Invertd`` with the pipeline —
+  pads a slice/patch (or a prediction for it) back into a volume of the original shape. ``spatial_shape``
+  stays the source volume's, as after MONAI's ``SpatialCrop``.
 * :class:`LabelProportionsd` writes the per-class voxel proportion vector ``ŷ`` used by the
   label-marginal losses (paper 003, Eq. 5).
+* :class:`SignedDistanceMapd` precomputes the signed distance maps ``φ_G`` of a label for the boundary
+  losses (:mod:`segbalance.monai_losses.boundary`).
+
+Labels given by ``label_key`` may be channel-first ``(1, X, Y, Z)`` or have no channel axis ``(X, Y, Z)``;
+the keys that are cut may be either too (a key without a channel axis comes out without one).
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from monai.config import KeysCollection
-from monai.data import MetaTensor
-from monai.transforms import MapTransform, Randomizable
-from monai.utils import convert_to_tensor
 
-from segbalance.preprocessing.io import Volume, read_volume
+from segbalance.extras import require
+from segbalance.monai_losses.distance import METHODS, normalize_spacing, signed_distance_map
+from segbalance.preprocessing.io import VOLUME_EXTENSIONS, read_volume, volume_format
 from segbalance.preprocessing.patches import grid_patch_starts, random_patch_starts
+from segbalance.preprocessing.volume import Volume
 
-__all__ = ["volume_affine_ras", "volume_to_metatensor", "LoadVolumed", "VolumeToSlicesd",
-           "VolumeToPatchesd", "LabelProportionsd"]
+require("monai", needed_for="the MONAI transforms of segbalance.preprocessing.transforms")
+
+from monai.config import KeysCollection  # noqa: E402
+from monai.data import ImageReader, MetaTensor  # noqa: E402
+from monai.data.meta_obj import get_track_meta  # noqa: E402
+from monai.transforms import BorderPad, InvertibleTransform, MapTransform, Randomizable  # noqa: E402
+from monai.transforms.inverse import TraceableTransform  # noqa: E402
+from monai.transforms.traits import MultiSampleTrait  # noqa: E402
+from monai.transforms.utils import create_translate  # noqa: E402
+from monai.utils import TraceKeys, convert_to_tensor, ensure_tuple  # noqa: E402
+
+__all__ = ["volume_affine_ras", "volume_to_metatensor", "VolumeReader", "LoadVolumed", "VolumeToSlicesd",
+           "VolumeToPatchesd", "LabelProportionsd", "SignedDistanceMapd"]
 
 
 def volume_affine_ras(volume: Volume) -> np.ndarray:
@@ -49,28 +68,36 @@ def volume_affine_ras(volume: Volume) -> np.ndarray:
     return flip @ affine
 
 
-def volume_to_metatensor(volume: Volume, *, reverse_indexing: bool = True, channel_first: bool = False,
-                         dtype: Any = np.float32, filename: str | None = None) -> MetaTensor:
-    """A :class:`monai.data.MetaTensor` with MONAI's image metadata for ``volume``."""
+def _array_and_meta(volume: Volume, reverse_indexing: bool = True) -> tuple[np.ndarray, dict]:
+    """The voxel array in MONAI's index order and MONAI's image metadata (affine as a numpy array)."""
     array = volume.array.T if reverse_indexing else volume.array  # (x, y, z) like ITKReader
     affine = volume_affine_ras(volume)
     if not reverse_indexing:  # index order (z, y, x): permute the affine's columns to match
         nd = volume.array.ndim
-        perm = list(range(nd))[::-1] + [nd]
-        affine = affine[:, perm]
+        affine = affine[:, list(range(nd))[::-1] + [nd]]
     spacing = np.asarray(volume.spacing[::-1] if reverse_indexing else volume.spacing, dtype=np.float64)
     pixdim = np.ones(8, dtype=np.float32)
     pixdim[1:1 + len(spacing)] = spacing
     meta = {
-        "affine": torch.as_tensor(affine, dtype=torch.float64),
+        "affine": affine,
         "original_affine": affine.copy(),
         "spatial_shape": np.asarray(array.shape, dtype=np.int64),
         "spacing": spacing,
         "pixdim": pixdim,
         "space": "RAS",
         "original_channel_dim": float("nan"),
-        "filename_or_obj": filename if filename is not None else str(volume.path or ""),
+        "filename_or_obj": str(volume.path or ""),
     }
+    return array, meta
+
+
+def volume_to_metatensor(volume: Volume, *, reverse_indexing: bool = True, channel_first: bool = False,
+                         dtype: Any = np.float32, filename: str | None = None) -> MetaTensor:
+    """A :class:`monai.data.MetaTensor` with MONAI's image metadata for ``volume``."""
+    array, meta = _array_and_meta(volume, reverse_indexing)
+    meta["affine"] = torch.as_tensor(meta["affine"], dtype=torch.float64)
+    if filename is not None:
+        meta["filename_or_obj"] = filename
     data = np.ascontiguousarray(array.astype(dtype, copy=False) if dtype is not None else array)
     tensor = torch.as_tensor(data)
     if channel_first:
@@ -79,8 +106,60 @@ def volume_to_metatensor(volume: Volume, *, reverse_indexing: bool = True, chann
     return MetaTensor(tensor, meta=meta)
 
 
+class VolumeReader(ImageReader):
+    """MONAI image reader for NIfTI, MHD/MHA, NRRD, DICOM files and DICOM series folders.
+
+    ``LoadImage(reader=VolumeReader())`` / ``LoadImaged(keys, reader=VolumeReader())`` then give the
+    same arrays and RAS affines as :class:`LoadVolumed`. Several files (one sample's channels) are
+    stacked on a new first axis, as MONAI's readers do; they must share shape and affine.
+
+    Args:
+        reverse_indexing: index the array ``(x, y, z)`` like MONAI's readers (default); ``False`` keeps
+            SimpleITK's ``(z, y, x)`` (the affine is permuted to match).
+        series_uid: SeriesInstanceUID for DICOM folders holding several series.
+        read_kwargs: further keyword arguments of :func:`~segbalance.preprocessing.io.read_volume`.
+
+    Example:
+        >>> from monai.transforms import LoadImaged
+        >>> load = LoadImaged(["image", "label"], reader=VolumeReader(), ensure_channel_first=True)
+        >>> sample = load({"image": "ct.mhd", "label": "seg.nrrd"})  # doctest: +SKIP
+    """
+
+    def __init__(self, reverse_indexing: bool = True, series_uid: str | None = None, **read_kwargs):
+        super().__init__()
+        self.reverse_indexing = reverse_indexing
+        self.series_uid = series_uid
+        self.read_kwargs = read_kwargs
+
+    def verify_suffix(self, filename: Sequence[str | Path] | str | Path) -> bool:
+        """Whether every file is a format :func:`read_volume` reads (or a folder, a DICOM series)."""
+        return all(Path(f).is_dir() or volume_format(f) in VOLUME_EXTENSIONS for f in ensure_tuple(filename))
+
+    def read(self, data: Sequence[str | Path] | str | Path, **kwargs) -> Volume | list[Volume]:
+        """Read one :class:`~segbalance.preprocessing.volume.Volume` per file (a list for several)."""
+        kwargs = {"series_uid": self.series_uid, **self.read_kwargs, **kwargs}
+        volumes = [read_volume(f, **kwargs) for f in ensure_tuple(data)]
+        return volumes[0] if len(volumes) == 1 else volumes
+
+    def get_data(self, img: Volume | Sequence[Volume]) -> tuple[np.ndarray, dict]:
+        """The array (channels stacked first for several volumes) and the first volume's metadata."""
+        pairs = [_array_and_meta(v, self.reverse_indexing) for v in ensure_tuple(img)]
+        array, meta = pairs[0]
+        for (other, other_meta), vol in zip(pairs[1:], ensure_tuple(img)[1:]):
+            if other.shape != array.shape or not np.allclose(other_meta["affine"], meta["affine"], atol=1e-4):
+                raise ValueError(f"{vol.path}: shape {other.shape} / affine differ from the first file's "
+                                 f"{array.shape} ({meta['filename_or_obj']}); cannot stack as channels")
+        if len(pairs) > 1:
+            array = np.stack([a for a, _ in pairs], axis=0)
+            meta["original_channel_dim"] = 0
+        return array, meta
+
+
 class LoadVolumed(MapTransform):
     """Load ``data[key]`` (a path) into a :class:`MetaTensor` with geometry, for every key.
+
+    The dictionary form of :class:`VolumeReader`, with one dtype per key. ``LoadImaged(keys,
+    reader=VolumeReader())`` gives the same tensors (MONAI's loader casts every key to one dtype).
 
     Args:
         keys: keys holding file or DICOM-folder paths.
@@ -90,6 +169,9 @@ class LoadVolumed(MapTransform):
         dtype: output dtype per key (``None`` keeps the file's); a sequence gives one per key, e.g.
             ``(np.float32, np.uint8)`` for image and label.
         series_uid: SeriesInstanceUID for DICOM folders holding several series.
+        label_map: ``{value: name}`` (or ``"1=GTV,2=Lung_L"``) for keys after the first that hold a
+            DICOM-SEG/RTSTRUCT file: rasterized on the first key's image grid
+            (:func:`~segbalance.preprocessing.pairing.read_label`).
 
     Example:
         >>> from monai.transforms import Compose
@@ -99,8 +181,9 @@ class LoadVolumed(MapTransform):
 
     def __init__(self, keys: KeysCollection, ensure_channel_first: bool = False,
                  reverse_indexing: bool = True, dtype: Any = np.float32, series_uid: str | None = None,
-                 allow_missing_keys: bool = False):
+                 allow_missing_keys: bool = False, label_map: dict | str | None = None):
         super().__init__(keys, allow_missing_keys)
+        self.label_map = label_map
         self.ensure_channel_first = ensure_channel_first
         self.reverse_indexing = reverse_indexing
         n = len(self.keys)
@@ -108,60 +191,126 @@ class LoadVolumed(MapTransform):
         if len(self.dtypes) != n:
             raise ValueError(f"dtype gives {len(self.dtypes)} dtypes for {n} keys")
         self.series_uid = series_uid
+        self.reader = VolumeReader(reverse_indexing=reverse_indexing, series_uid=series_uid)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
+        reference = None  # the first key's volume: the grid DICOM-SEG/RTSTRUCT labels are rasterized on
         for key, dtype in self.key_iterator(d, self.dtypes):
-            volume = read_volume(d[key], series_uid=self.series_uid)
+            from segbalance.preprocessing.dicom_labels import find_dicom_label
+            from segbalance.preprocessing.pairing import read_label
+
+            if reference is not None and find_dicom_label(d[key]) is not None:
+                volume = read_label(d[key], reference, self.label_map)
+            else:
+                volume = self.reader.read(d[key])
+            reference = volume if reference is None else reference
             d[key] = volume_to_metatensor(volume, reverse_indexing=self.reverse_indexing,
                                           channel_first=self.ensure_channel_first, dtype=dtype,
                                           filename=str(d[key]))
         return d
 
 
-def _shifted_affine(tensor: torch.Tensor, start: Sequence[int]) -> torch.Tensor:
-    """The affine of a crop starting at voxel ``start`` (spatial dims of a channel-first tensor)."""
-    affine = tensor.affine.clone() if isinstance(tensor, MetaTensor) else torch.eye(len(start) + 1)
-    shift = torch.as_tensor(list(start), dtype=affine.dtype)
-    affine[: len(start), -1] = affine[: len(start), -1] + affine[: len(start), : len(start)] @ shift
-    return affine
-
-
-def _crop(tensor: torch.Tensor, start: Sequence[int], size: Sequence[int], extra: dict) -> MetaTensor:
-    index = (slice(None),) + tuple(slice(s, s + n) for s, n in zip(start, size))
-    out = tensor[index]
-    meta = dict(tensor.meta) if isinstance(tensor, MetaTensor) else {}
-    affine = _shifted_affine(tensor, start)
-    meta.update(extra)
-    meta["spatial_shape"] = np.asarray(out.shape[1:], dtype=np.int64)
-    meta["affine"] = affine
-    return MetaTensor(out.as_tensor() if isinstance(out, MetaTensor) else out, meta=meta)
-
-
-def _check_channel_first_3d(d: Mapping, key: Hashable) -> torch.Tensor:
+def _spatial_3d(d: Mapping, key: Hashable, transform: str) -> tuple[int, ...]:
+    """Spatial shape of ``d[key]``: a channel-first ``(C, X, Y, Z)`` or channel-less ``(X, Y, Z)`` tensor."""
     x = d[key]
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+    if not isinstance(x, torch.Tensor) or x.ndim not in (3, 4):
         shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
-        raise ValueError(f"data[{key!r}] must be a channel-first 3D tensor (C, X, Y, Z), got {shape}")
-    return x
+        raise ValueError(f"{transform}: data[{key!r}] must be a 3D tensor, channel-first (C, X, Y, Z) or "
+                         f"without channel (X, Y, Z), got {shape}")
+    return tuple(x.shape[-3:])
 
 
-class VolumeToSlicesd(MapTransform):
-    """Split channel-first 3D ``(C, X, Y, Z)`` samples into a list of 2D ``(C, ·, ·)`` samples.
+def _check_same_spatial(d: Mapping, keys: list, transform: str) -> tuple[int, ...]:
+    spatial = _spatial_3d(d, keys[0], transform)
+    for key in keys[1:]:
+        if _spatial_3d(d, key, transform) != spatial:
+            raise ValueError(f"{transform}: data[{key!r}] spatial shape {tuple(d[key].shape[-3:])} differs "
+                             f"from data[{keys[0]!r}]'s {spatial}")
+    return spatial
+
+
+def _label_array(d: Mapping, key: Hashable, spatial: tuple[int, ...], transform: str) -> np.ndarray:
+    """``d[key]`` as a ``(X, Y, Z)`` numpy label map (a channel axis of size 1 is dropped)."""
+    if key not in d:
+        raise KeyError(f"{transform}: label_key {key!r} is not in the data (keys {list(d)})")
+    lab = convert_to_tensor(d[key], track_meta=False)
+    if lab.ndim == 4 and lab.shape[0] == 1:
+        lab = lab[0]
+    if tuple(lab.shape) != spatial:
+        raise ValueError(f"{transform}: label data[{key!r}] must be (X, Y, Z) or (1, X, Y, Z) with spatial "
+                         f"shape {spatial}, got {tuple(d[key].shape)}")
+    return np.asarray(lab.cpu())
+
+
+class _InvertibleCrop(InvertibleTransform):
+    """Crops recorded in ``applied_operations`` the way MONAI's ``Crop`` records them (``"cropped"``: the
+    voxels removed before/after each spatial axis), so ``inverse`` pads them back with ``BorderPad``."""
+
+    def _crop(self, x: torch.Tensor, start: Sequence[int], size: Sequence[int], extra_meta: dict,
+              squeeze_axis: int | None = None) -> torch.Tensor:
+        no_channel = x.ndim == 3
+        if no_channel:
+            x = x[None]
+        if not isinstance(x, MetaTensor):
+            x = MetaTensor(x)
+        spatial = tuple(x.shape[1:])
+        cropped = [v for s, n, o in zip(start, size, spatial) for v in (int(s), int(o - s - n))]
+        info = {"cropped": cropped, "no_channel": no_channel, "squeezed_axis": squeeze_axis}
+        meta = TraceableTransform.track_transform_meta(
+            x, sp_size=list(size), affine=create_translate(3, list(start)), extra_info=info,
+            orig_size=spatial, transform_info=self.get_transform_info(),
+        )
+        index = (slice(None),) + tuple(slice(int(s), int(s + n)) for s, n in zip(start, size))
+        out = convert_to_tensor(x.as_tensor(), track_meta=get_track_meta())[index]
+        if isinstance(out, MetaTensor):
+            out = out.copy_meta_from(meta)
+            out.meta.update(extra_meta)
+        if squeeze_axis is not None:
+            out = out.squeeze(1 + squeeze_axis)
+        return out[0] if no_channel else out
+
+    def _uncrop(self, x: torch.Tensor) -> torch.Tensor:
+        op = self.pop_transform(x)
+        info = op[TraceKeys.EXTRA_INFO]
+        if info["no_channel"]:
+            x = x[None]
+        if info["squeezed_axis"] is not None:
+            x = x.unsqueeze(1 + info["squeezed_axis"])
+        pad = BorderPad(info["cropped"])
+        with pad.trace_transform(False):
+            out = pad(x)
+        return out[0] if info["no_channel"] else out
+
+    def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Pad each key's slice/patch back to its place in a zero volume of the source's shape."""
+        d = dict(data)
+        for key in self.key_iterator(d):  # type: ignore[attr-defined]
+            d[key] = self._uncrop(d[key])
+        return d
+
+
+class VolumeToSlicesd(MapTransform, _InvertibleCrop, MultiSampleTrait):
+    """Split 3D ``(C, X, Y, Z)`` (or ``(X, Y, Z)``) samples into a list of 2D ``(C, ·, ·)`` samples.
+
+    Each slice's ``affine`` is the volume's shifted to that slice (kept 4x4), ``slice_index`` and
+    ``slice_axis`` are in its metadata, and the cut is recorded so that ``inverse`` / ``Invertd`` puts
+    the slice (or a prediction for it) back at its place in a zero volume of the source's shape.
 
     Args:
         keys: keys to slice (same spatial shape).
         axis: spatial axis to slice along (0, 1, 2 of the tensor's spatial dims; with ``LoadVolumed``'s
             default ``(x, y, z)`` indexing, axial slices are ``axis=2``).
-        label_key: with ``foreground_only``, the label deciding which slices to keep.
+        label_key: with ``foreground_only``, the label deciding which slices to keep, ``(1, X, Y, Z)`` or
+            ``(X, Y, Z)``.
         foreground_only: keep slices where ``data[label_key] > 0`` somewhere.
     """
 
     def __init__(self, keys: KeysCollection, axis: int = 2, label_key: str | None = None,
                  foreground_only: bool = False, allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)
-        if axis not in (0, 1, 2):
-            raise ValueError(f"axis must be 0, 1 or 2 (spatial), got {axis}")
+        if isinstance(axis, bool) or axis not in (0, 1, 2):
+            raise ValueError(f"axis must be 0, 1 or 2 (spatial), got {axis!r}")
         if foreground_only and label_key is None:
             raise ValueError("foreground_only needs label_key")
         self.axis, self.label_key, self.foreground_only = axis, label_key, foreground_only
@@ -171,40 +320,38 @@ class VolumeToSlicesd(MapTransform):
         keys = list(self.key_iterator(d))
         if not keys:
             return [d]
-        shape = _check_channel_first_3d(d, keys[0]).shape
-        for key in keys[1:]:
-            if _check_channel_first_3d(d, key).shape[1:] != shape[1:]:
-                raise ValueError(f"data[{key!r}] spatial shape {tuple(d[key].shape[1:])} differs from "
-                                 f"data[{keys[0]!r}]'s {tuple(shape[1:])}")
-        indices = range(shape[1 + self.axis])
+        spatial = _check_same_spatial(d, keys, "VolumeToSlicesd")
+        indices: Sequence[int] = range(spatial[self.axis])
         if self.foreground_only:
-            lab = d[self.label_key]
-            other = tuple(i for i in range(lab.ndim) if i != 1 + self.axis)
-            keep = torch.as_tensor(lab > 0).any(dim=other) if lab.ndim == 4 else None
-            indices = [i for i in indices if keep[i]]
+            lab = _label_array(d, self.label_key, spatial, "VolumeToSlicesd") > 0
+            keep = lab.any(axis=tuple(i for i in range(3) if i != self.axis))
+            indices = [int(i) for i in np.flatnonzero(keep)]
         out = []
         for index in indices:
             sample = dict(d)
+            start, size = [0, 0, 0], list(spatial)
+            start[self.axis], size[self.axis] = index, 1
             for key in keys:
-                start = [0, 0, 0]
-                start[self.axis] = index
-                size = list(d[key].shape[1:])
-                size[self.axis] = 1
-                crop = _crop(d[key], start, size, {"slice_index": index, "slice_axis": self.axis})
-                sample[key] = crop.squeeze(1 + self.axis)
-                sample[key].meta["spatial_shape"] = np.asarray(sample[key].shape[1:], dtype=np.int64)
+                sample[key] = self._crop(d[key], start, size, {"slice_index": index, "slice_axis": self.axis},
+                                         squeeze_axis=self.axis)
             out.append(sample)
         return out
 
 
-class VolumeToPatchesd(Randomizable, MapTransform):
-    """Cut channel-first 3D samples into patches: a grid with ``overlap`` or ``num_samples`` random ones,
-    ``fg_share`` of them centred on a foreground class drawn uniformly among the classes present in
-    ``data[label_key]`` (see :func:`segbalance.preprocessing.patches.random_patch_starts`).
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
-    Returns a list of samples with ``patch_start`` (spatial index of the corner) in each tensor's meta and
-    the affine shifted to the patch. Volumes smaller than the patch must be padded first
-    (``SpatialPadd``).
+
+class VolumeToPatchesd(Randomizable, MapTransform, _InvertibleCrop, MultiSampleTrait):
+    """Cut 3D ``(C, X, Y, Z)`` (or ``(X, Y, Z)``) samples into patches: a grid with ``overlap`` or
+    ``num_samples`` random ones, ``fg_share`` of them centred on a foreground class drawn uniformly among
+    the classes present in ``data[label_key]`` (see
+    :func:`segbalance.preprocessing.patches.random_patch_starts`).
+
+    Returns a list of samples with ``patch_start`` (spatial index of the corner) and ``patch_kind`` in each
+    tensor's meta and the affine shifted to the patch; ``inverse`` / ``Invertd`` pads a patch back to its
+    place in a zero volume of the source's shape. Volumes smaller than the patch must be padded first
+    (``SpatialPadd``). Arguments are checked here, at construction (``ValueError`` naming the argument).
     """
 
     def __init__(self, keys: KeysCollection, patch_size: Sequence[int], mode: str = "random",
@@ -213,13 +360,23 @@ class VolumeToPatchesd(Randomizable, MapTransform):
         super().__init__(keys, allow_missing_keys)
         if mode not in ("grid", "random"):
             raise ValueError(f"mode must be 'grid' or 'random', got {mode!r}")
+        sizes = list(patch_size) if isinstance(patch_size, (Sequence, np.ndarray, torch.Tensor)) else None
+        if (isinstance(patch_size, str) or sizes is None or len(sizes) != 3
+                or not all(_positive_int(p) or (isinstance(p, float) and p.is_integer() and p >= 1)
+                           for p in sizes)):
+            raise ValueError(f"patch_size must be three positive integers, got {patch_size!r}")
+        if isinstance(overlap, bool) or not isinstance(overlap, numbers.Real) or not 0 <= overlap < 1:
+            raise ValueError(f"overlap must be a number in [0, 1), got {overlap!r}")
+        if not _positive_int(num_samples):
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        if (isinstance(fg_share, bool) or not isinstance(fg_share, numbers.Real) or math.isnan(fg_share)
+                or not 0 <= fg_share <= 1):
+            raise ValueError(f"fg_share must be a number in [0, 1], got {fg_share!r}")
         if mode == "random" and label_key is None:
-            raise ValueError("random mode needs label_key")
-        self.patch_size = tuple(int(p) for p in patch_size)
-        if len(self.patch_size) != 3 or min(self.patch_size) < 1:
-            raise ValueError(f"patch_size must be three positive integers, got {patch_size}")
-        self.mode, self.overlap, self.num_samples = mode, overlap, num_samples
-        self.fg_share, self.label_key = fg_share, label_key
+            raise ValueError("label_key is needed in random mode (patches are centred on its foreground)")
+        self.patch_size = tuple(int(p) for p in sizes)
+        self.mode, self.overlap, self.num_samples = mode, float(overlap), int(num_samples)
+        self.fg_share, self.label_key = float(fg_share), label_key
         self._starts: list[tuple[tuple[int, ...], str]] = []
 
     def randomize(self, label: np.ndarray) -> None:
@@ -229,23 +386,23 @@ class VolumeToPatchesd(Randomizable, MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> list[dict[Hashable, Any]]:
         d = dict(data)
         keys = list(self.key_iterator(d))
-        ref = _check_channel_first_3d(d, keys[0])
-        spatial = tuple(ref.shape[1:])
+        if not keys:
+            return [d]
+        spatial = _check_same_spatial(d, keys, "VolumeToPatchesd")
         if any(s < p for s, p in zip(spatial, self.patch_size)):
             raise ValueError(f"data[{keys[0]!r}] spatial shape {spatial} is smaller than patch_size "
                              f"{self.patch_size}; pad first (SpatialPadd)")
         if self.mode == "grid":
             starts = [(s, "grid") for s in grid_patch_starts(spatial, self.patch_size, self.overlap)]
         else:
-            label = np.asarray(convert_to_tensor(d[self.label_key]).cpu())[0]
-            self.randomize(label)
+            self.randomize(_label_array(d, self.label_key, spatial, "VolumeToPatchesd"))
             starts = self._starts
         out = []
         for start, kind in starts:
             sample = dict(d)
             for key in keys:
-                sample[key] = _crop(_check_channel_first_3d(d, key), start, self.patch_size,
-                                    {"patch_start": np.asarray(start), "patch_kind": kind})
+                sample[key] = self._crop(d[key], start, self.patch_size,
+                                         {"patch_start": np.asarray(start), "patch_kind": kind})
             out.append(sample)
         return out
 
@@ -285,4 +442,103 @@ class LabelProportionsd(MapTransform):
                                  f"(min {int(lab.min())}, max {int(lab.max())})")
             counts = torch.bincount(lab, minlength=self.num_classes).float()
             d[self.output_key] = counts / counts.sum().clamp_min(1.0)
+        return d
+
+
+class SignedDistanceMapd(MapTransform):
+    """Add the signed distance maps ``φ_G`` (:func:`segbalance.monai_losses.distance.signed_distance_map`)
+    of ``keys``, for the boundary losses: ``loss(logits, batch["label"], dist=batch["dist"])``.
+
+    Put it at the end of a ``Compose`` (after spatial augmentation, which would otherwise have to
+    resample the maps). The label is a channel-first label map ``(1, *spatial)`` (one-hot encoded with
+    ``num_classes``) or a one-hot ``(C, *spatial)`` array/tensor. The maps ``(C, *spatial)`` float32 are
+    stored under ``output_key`` as a :class:`~monai.data.MetaTensor` carrying the label's metadata.
+    Distances are in physical units: the spacing is ``spacing`` when given, else the label's ``pixdim``
+    (from the MetaTensor's affine, in array axis order), else 1.
+
+    Args:
+        keys: the label key(s).
+        output_key: where to store the maps; with several ``keys``, a sequence of the same length.
+        num_classes: number of classes to one-hot a label map; required for ``(1, *spatial)`` labels.
+        spacing: override of the voxel spacing (array axis order), or one number.
+        method: EDT implementation (:func:`~segbalance.monai_losses.distance.euclidean_distance_transform`).
+        allow_missing_keys: don't raise when a key is absent.
+
+    Example:
+        >>> import torch
+        >>> from monai.data import MetaTensor
+        >>> affine = torch.diag(torch.tensor([2.0, 1.0, 1.0, 1.0]))
+        >>> label = MetaTensor(torch.tensor([[[0, 1, 1, 1, 0, 0]]]), affine=affine)
+        >>> out = SignedDistanceMapd("label", num_classes=2)({"label": label})
+        >>> out["dist"][1].tolist()   # spacing (2, 1): along W steps of 1
+        [[1.0, 0.0, -1.0, 0.0, 1.0, 2.0]]
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        output_key: str | Sequence[str] = "dist",
+        num_classes: int | None = None,
+        spacing: float | Sequence[float] | None = None,
+        method: str = "auto",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        output_keys = [output_key] if isinstance(output_key, str) else list(output_key)
+        if len(output_keys) != len(self.keys):
+            raise ValueError(
+                f"output_key must name one output per key ({len(self.keys)}), got {output_key!r}"
+            )
+        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if spacing is not None:
+            normalize_spacing(spacing, 1 if isinstance(spacing, (int, float)) else len(spacing))
+        self.output_keys = output_keys
+        self.num_classes = num_classes
+        self.spacing = spacing
+        self.method = method
+
+    def _spacing(self, label, spatial_dims: int) -> tuple[float, ...]:
+        if self.spacing is not None:
+            return normalize_spacing(self.spacing, spatial_dims)
+        if isinstance(label, MetaTensor):
+            return normalize_spacing([float(s) for s in label.pixdim[:spatial_dims]], spatial_dims)
+        return (1.0,) * spatial_dims
+
+    def maps(self, label) -> torch.Tensor:
+        """Signed maps ``(C, *spatial)`` of one channel-first label."""
+        data = torch.as_tensor(np.asarray(label) if not isinstance(label, torch.Tensor) else label)
+        if isinstance(data, MetaTensor):
+            data = data.as_tensor()
+        if data.ndim not in (3, 4):
+            raise ValueError(
+                f"label must be channel-first (C, H, W) or (C, D, H, W), got {tuple(data.shape)}"
+            )
+        if data.shape[0] == 1 and self.num_classes is not None and self.num_classes > 1:
+            labels = data[0].long()
+            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+                raise ValueError(
+                    f"label values must lie in [0, {self.num_classes - 1}] for "
+                    f"num_classes={self.num_classes}, found [{int(labels.min())}, {int(labels.max())}]"
+                )
+            onehot = torch.nn.functional.one_hot(labels, self.num_classes).movedim(-1, 0)
+        elif data.shape[0] == 1 and self.num_classes is None:
+            raise ValueError(
+                "num_classes is required for a (1, *spatial) label map (use 1 for a binary mask)"
+            )
+        else:
+            onehot = data
+        spacing = self._spacing(label, data.ndim - 1)
+        return signed_distance_map(onehot[None], spacing, method=self.method)[0]
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key, out_key in self.key_iterator(d, self.output_keys):
+            label = d[key]
+            dist = self.maps(label)
+            if isinstance(label, MetaTensor):
+                dist = MetaTensor(dist, meta=dict(label.meta), applied_operations=[])
+            d[out_key] = dist
         return d

@@ -13,8 +13,8 @@ from segbalance.monai_losses.distance import (
     euclidean_distance_transform,
     signed_distance_map,
     unsigned_distance_map,
-    unsigned_from_signed,
 )
+from segbalance.monai_losses.distance_inputs import unsigned_from_signed
 
 METHODS = ["brute", "windowed", "scipy"]
 
@@ -190,7 +190,7 @@ def test_transform_in_compose_uses_metatensor_spacing():
     from monai.data import MetaTensor
     from monai.transforms import Compose
 
-    from segbalance.monai_losses.transforms import SignedDistanceMapd
+    from segbalance.preprocessing.transforms import SignedDistanceMapd
 
     g = torch.Generator().manual_seed(5)
     label = torch.randint(0, 3, (1, 10, 12, 8), generator=g)
@@ -211,7 +211,7 @@ def test_transform_in_compose_uses_metatensor_spacing():
 
 
 def test_transform_one_hot_input_and_errors():
-    from segbalance.monai_losses.transforms import SignedDistanceMapd
+    from segbalance.preprocessing.transforms import SignedDistanceMapd
 
     mask = np.zeros((1, 6, 6), dtype=np.uint8)
     mask[0, 2:4, 1:5] = 1

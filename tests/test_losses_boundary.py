@@ -13,8 +13,8 @@ from scipy import ndimage
 
 from segbalance.loss_table import synthetic_batch
 from segbalance.monai_losses import get, registry
-from segbalance.monai_losses.boundary import BoundaryWeightScheduler
 from segbalance.monai_losses.distance import signed_distance_map
+from segbalance.monai_losses.schedules import BoundaryWeightScheduler, set_schedulers_epoch
 
 SPACING = (2.5, 0.8, 0.8)
 
@@ -64,6 +64,7 @@ def test_boundary_loss_is_mean_of_phi_times_softmax(include_background):
     torch.testing.assert_close(loss(logits, labels), expected, rtol=1e-5, atol=1e-6)
     none = get("boundary", spacing=SPACING, include_background=include_background, reduction="none")
     per = (phi[:, channels] * probs[:, channels]).flatten(2).mean(-1)
+    per = per.reshape(per.shape + (1,) * (logits.ndim - 2))  # (B, C', 1, …) as MONAI's region losses
     torch.testing.assert_close(none(logits, labels), per, rtol=1e-5, atol=1e-6)
 
 
@@ -234,7 +235,7 @@ def test_precomputed_dist_from_the_monai_transform():
     from monai.data import MetaTensor
     from monai.transforms import Compose
 
-    from segbalance.monai_losses.transforms import SignedDistanceMapd
+    from segbalance.preprocessing.transforms import SignedDistanceMapd
 
     logits, labels = batch(size=12)
     affine = torch.diag(torch.tensor([*SPACING, 1.0]))
@@ -296,10 +297,12 @@ def test_region_boundary_pair_is_rebalanced_sum(name, region):
     torch.testing.assert_close(
         loss(logits, labels), 0.9 * region_value + 0.1 * boundary, rtol=1e-5, atol=1e-6
     )
-    # the schedule travels with the module's state_dict (nn.Module extra state)
+    # the schedule is a function of the epoch: a fresh module set to epoch 9 has the same α, and the
+    # module's state_dict carries no schedule state
     restored = get(name, spacing=SPACING)
-    restored.load_state_dict(loss.state_dict())
+    assert set_schedulers_epoch(restored, 9) == [pytest.approx(0.1)]
     assert restored.alpha == pytest.approx(0.1)
+    assert not any("extra_state" in key for key in loss.state_dict())
 
 
 def test_region_boundary_combination_reductions_and_state_with_a_stand_in_region():
@@ -311,17 +314,17 @@ def test_region_boundary_combination_reductions_and_state_with_a_stand_in_region
 
     logits, labels = batch()
     loss = CEBoundary(spacing=SPACING, alpha_start=0.2, alpha_step=0.3, alpha_max=0.7)
-    ce = get("ce", reduction="none")(logits, labels).flatten(1).mean(1)
-    bl = get("boundary", spacing=SPACING, reduction="none")(logits, labels).mean(1)
+    ce = get("ce", reduction="none")(logits, labels).sum(1).flatten(1).mean(1)
+    bl = get("boundary", spacing=SPACING, reduction="none")(logits, labels).flatten(1).mean(1)
     torch.testing.assert_close(loss(logits, labels), (0.8 * ce + 0.2 * bl).mean())
     assert loss.scheduler.step() == pytest.approx(0.5) and loss.scheduler.step() == pytest.approx(0.7)
     assert loss.scheduler.step() == pytest.approx(0.7)
     per_image = CEBoundary(spacing=SPACING, alpha_start=0.7, alpha_step=0.0, reduction="none")(logits, labels)
-    torch.testing.assert_close(per_image, 0.3 * ce + 0.7 * bl)
+    torch.testing.assert_close(per_image.flatten(), 0.3 * ce + 0.7 * bl)
     total = CEBoundary(spacing=SPACING, alpha_start=0.7, alpha_step=0.0, reduction="sum")(logits, labels)
     torch.testing.assert_close(total, per_image.sum())
-    restored = CEBoundary(spacing=SPACING)
-    restored.load_state_dict(loss.state_dict())
+    restored = CEBoundary(spacing=SPACING, alpha_start=0.2, alpha_step=0.3, alpha_max=0.7)
+    set_schedulers_epoch(restored, 3)
     assert restored.alpha == pytest.approx(0.7) and restored.scheduler.epoch == 3
     dist = signed_distance_map(onehot_of(labels, 3), SPACING)
     torch.testing.assert_close(loss(logits, labels, dist=dist), loss(logits, labels))

@@ -139,12 +139,15 @@ def test_bad_inputs_name_the_argument(name):
 
 @pytest.mark.parametrize("name", ALL)
 def test_reductions_are_consistent(name):
-    """``none`` keeps per-item values whose mean is ``mean`` and whose sum is ``sum`` (no ignored voxels)."""
+    """``none`` keeps per-item values whose mean is ``mean`` and whose sum is ``sum`` (no ignored voxels);
+    per-voxel losses keep per-class terms, whose class sum is the voxel's loss."""
     logits, labels = synthetic_batch(batch=2, num_classes=3, size=8, dims=3)
     mean = make(name)(logits, labels)
     total = make(name, reduction="sum")(logits, labels)
-    none = make(name, reduction="none")(logits, labels)
+    loss = make(name, reduction="none")
+    none = loss(logits, labels)
     assert none.ndim >= 1, "reduction='none' must keep a per-item dimension"
     assert torch.isfinite(none).all()
-    torch.testing.assert_close(none.mean(), mean, rtol=1e-5, atol=1e-6)
+    per_item = none.sum(1) if loss.none_style == "voxel" else none
+    torch.testing.assert_close(per_item.mean(), mean, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(none.sum(), total, rtol=1e-5, atol=1e-5)

@@ -60,9 +60,9 @@ def test_dice_ce_per_image_values_with_ignore():
     target = labels.clone()
     target[1, ..., 3:] = 9
     none = get("dice_ce", ignore_index=9, reduction="none")(logits, target)
-    assert none.shape == (2,)
+    assert none.shape == (2,) + (1,) * (logits.ndim - 1)  # per image, broadcastable like MONAI's
     second = get("dice_ce")(logits[1:, ..., :3], labels[1:, ..., :3])
-    torch.testing.assert_close(none[1], second)
+    torch.testing.assert_close(none.flatten()[1], second)
     with pytest.raises(ValueError, match="batch"):
         get("dice_ce", batch=True, reduction="none")(logits, labels)
 
@@ -83,7 +83,7 @@ def test_log_one_minus_probs_is_stable_and_exact():
 
 
 def test_combo_hand_computed_binary():
-    """Binary task: the CE term is β-weighted BCE of the foreground channel (004 Eq. 15)."""
+    """Binary task: the CE term is β-weighted BCE of the foreground channel (Ma 2020, Eq. 15)."""
     logits = torch.tensor([1.5, -0.5, 2.0, -1.0]).view(1, 1, 1, 4)
     mask = torch.tensor([1.0, 0.0, 0.0, 1.0]).view(1, 1, 1, 4)
     z = torch.sigmoid(logits)
@@ -149,7 +149,7 @@ def test_compound_is_the_weighted_sum():
     expected = 0.5 * get("ce")(logits, labels) + 2.0 * get("tversky", fn_weight=0.9)(logits, labels)
     torch.testing.assert_close(loss(logits, labels), expected)
     none = get("compound", terms={"ce": 0.5, "dice": 1.0}, reduction="none")(logits, labels)
-    assert none.shape == (2,)
+    assert none.shape == (2,) + (1,) * (logits.ndim - 1)
     torch.testing.assert_close(none.mean(), get("compound", terms={"ce": 0.5, "dice": 1.0})(logits, labels))
 
 
@@ -208,5 +208,5 @@ def test_compounds_zero_gradient_at_ignored_and_per_image_none(name):
     get(name, ignore_index=4)(x, target).backward()
     assert (x.grad[..., :2] == 0).all() and (x.grad[..., 2:] != 0).any()
     none = get(name, reduction="none")(logits, labels)
-    assert none.shape == (2,)
+    assert none.shape == (2,) + (1,) * (logits.ndim - 1)
     torch.testing.assert_close(none.mean(), get(name)(logits, labels), rtol=1e-5, atol=1e-6)

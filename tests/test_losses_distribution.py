@@ -259,7 +259,8 @@ def test_marginal_ignore_voxels_excluded():
 
 
 def test_dice_bias_proposition_1():
-    """003 Prop. 1: Σ_k log(p̂_k + ŷ_k) over the simplex is minimal at the vertex of the largest ŷ_k."""
+    """Liu et al. 2021, Prop. 1: Σ_k log(p̂_k + ŷ_k) over the simplex is minimal at the vertex of the largest
+    ŷ_k."""
     g = torch.Generator().manual_seed(1)
     for _ in range(5):
         y_hat = torch.distributions.Dirichlet(torch.ones(3)).sample()
@@ -304,7 +305,8 @@ def test_bad_arguments_raise():
 
 
 def test_marginal_losses_binary_match_the_sigmoid_forms():
-    """C == 1: L1 and KL as in SegLossBias' binary mode, DiceBias on the foreground only (003 Eq. 21)."""
+    """C == 1: L1 and KL as in SegLossBias' binary mode, DiceBias on the foreground only (Liu et al. 2021,
+    Eq. 21)."""
     g = torch.Generator().manual_seed(3)
     x = torch.randn(3, 1, 7, 5, generator=g, dtype=torch.float64)
     t = (torch.rand(3, 1, 7, 5, generator=g) < 0.3).long()

@@ -1,4 +1,5 @@
-"""Autograd against the papers' derivative formulas (000 Eq. 9–12 and Appendix B; 002 Eq. 7–8)."""
+"""Autograd against the papers' derivative formulas (Hossain et al. 2021, Eq. 9–12 and Appendix B; Tian et
+al. 2022, Eq. 7–8)."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def _zy(logits, target):
     "alpha,beta,gamma,rho", [(1, 1, 1, 1), (0.5, 2.0, 2.0, 1.0), (2.0, 1.0, 0.5, 1.5), (1.0, 0.0, 3.0, 1.0)]
 )
 def test_dfl_autograd_matches_eq12(alpha, beta, gamma, rho):
-    """000 Eq. 12 generalised: dL/dz = −y/z + β(1−y)/(ρ−z) + αγ|y−z|^(γ−1)·sign(z−y).
+    """Hossain et al. 2021, Eq. 12 generalised: dL/dz = −y/z + β(1−y)/(ρ−z) + αγ|y−z|^(γ−1)·sign(z−y).
 
     Eq. 12 as printed has sign(y−z) in the last term (from the typo in Eq. 8); DESIGN §3 takes Eq. 7's sign.
     """
@@ -53,7 +54,7 @@ def test_dfl_autograd_matches_eq12(alpha, beta, gamma, rho):
 
 
 def test_dfl_alpha_term_matches_appendix_b7_b8():
-    """000 Appendix B: for −log z_j + Σ_i |y_i − z_i| (β = 0, α = γ = 1)
+    """Hossain et al. 2021, Appendix B: for −log z_j + Σ_i |y_i − z_i| (β = 0, α = γ = 1)
 
     B.7 (positive class): dL/du_j = z_j − 1 + 2 z_j (z_j − 1); B.8 (negative): dL/du_i = z_i + 2 z_i z_j.
     """
@@ -85,7 +86,8 @@ def test_dce_and_focal_autograd_match_eq10_eq11():
 
 
 def test_recall_binary_gradient_matches_eq7_eq8():
-    """002 Eq. 7–8: Σ_n ∂L/∂z_1 = FN_1 (P̄_1^(1) − 1) + FN_2 P̄_1^(2) = FN_1 (P̄_1^(1) − 1) + FP_1 P̄_1^(2).
+    """Tian et al. 2022, Eq. 7–8: Σ_n ∂L/∂z_1 = FN_1 (P̄_1^(1) − 1) + FN_2 P̄_1^(2) = FN_1 (P̄_1^(1) − 1) +
+    FP_1 P̄_1^(2).
 
     Weights are the detached 1 − recall of the current batch; ``reduction="sum"`` as in the paper's sums.
     """
@@ -149,7 +151,8 @@ def _dfl_reference(u, y, a, b, g, r):
 )
 @pytest.mark.parametrize("scale", [1.0, 6.0, 40.0])
 def test_dfl_closed_form_gradient_equals_autograd_of_the_equation(params, scale):
-    """The fused DFL backward (000 Eq. 9–12 generalised to α, β, γ, ρ) against float64 autograd."""
+    """The fused DFL backward (Hossain et al. 2021, Eq. 9–12 generalised to α, β, γ, ρ) against float64
+    autograd."""
     a, b, g, r = params
     if g < 1 and scale > 10:
         pytest.skip("z rounds to y in float64 too: the reference's |y − z|^(γ−1) is inf there")
@@ -189,7 +192,8 @@ def test_dfl_gradient_finite_and_exact_for_saturated_logits():
 @pytest.mark.parametrize("alpha", [None, [0.25, 1.0, 2.0, 0.5]])
 @pytest.mark.parametrize("scale", [1.0, 60.0])
 def test_focal_closed_form_gradient_equals_autograd_of_the_equation(gamma, alpha, scale):
-    """Fused focal backward ``h_j − z_j Σ h`` vs float64 autograd of 000 Eq. 5, saturated included."""
+    """Fused focal backward ``h_j − z_j Σ h`` vs float64 autograd of Hossain et al. 2021, Eq. 5, saturated
+    included."""
     gen = torch.Generator().manual_seed(int(gamma * 10 + scale))
     u = torch.randn(2, 4, 5, 6, 3, generator=gen) * scale
     t = torch.randint(0, 4, (2, 1, 5, 6, 3), generator=gen)
@@ -211,7 +215,8 @@ def test_focal_closed_form_gradient_equals_autograd_of_the_equation(gamma, alpha
 @pytest.mark.parametrize("alpha, beta", [(1.0, 1.0), (0.5, 2.0), (0.05, 0.3)])
 @pytest.mark.parametrize("scale", [1.0, 60.0])
 def test_dce_closed_form_gradient_equals_autograd_of_the_equation(alpha, beta, scale):
-    """Fused Dual CE backward vs float64 autograd of 000 Eq. 4 (as printed), soft targets included."""
+    """Fused Dual CE backward vs float64 autograd of Hossain et al. 2021, Eq. 4 (as printed), soft targets
+    included."""
     gen = torch.Generator().manual_seed(int(alpha * 100 + scale))
     u = torch.randn(2, 3, 6, 5, generator=gen) * scale
     y = torch.softmax(torch.randn(2, 3, 6, 5, generator=gen) * 3, 1)  # soft target rows summing to 1

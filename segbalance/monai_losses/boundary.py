@@ -1,6 +1,6 @@
 """Boundary loss (Kervadec et al.) and its rebalanced pairing with a region loss (GDL or Dice).
 
-``L_B = (1/|Ω|) Σ_{v∈Ω} φ_G(v) s_θ(v)`` per image and foreground class (004 §4.1; Kervadec et al.,
+``L_B = (1/|Ω|) Σ_{v∈Ω} φ_G(v) s_θ(v)`` per image and foreground class (Ma 2020, §4.1; Kervadec et al.,
 "Boundary loss for highly unbalanced segmentation", MIDL 2019, Eq. 5), ``φ_G`` the signed distance map of
 the ground truth (negative inside, see :func:`~.distance.signed_distance_map`), ``s_θ`` the softmax
 probability. Kervadec et al. train ``α·L_region + (1 − α)·L_B`` with α decreasing; here, as in the
@@ -12,78 +12,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from segbalance.monai_losses.base import SegLoss
-from segbalance.monai_losses.distance import (
-    METHODS,
-    masked_spatial_mean,
-    normalize_spacing,
-    target_signed_maps,
-)
-from segbalance.monai_losses.inputs import Prepared, float32_math, reduce_classes
+from segbalance.monai_losses.distance_inputs import DistanceLoss, masked_spatial_mean, target_signed_maps
+from segbalance.monai_losses.inputs import Prepared
 from segbalance.monai_losses.registry import loss_class, register
+from segbalance.monai_losses.schedules import BoundaryWeightScheduler
 
 __all__ = [
     "BoundaryLoss",
     "boundary_loss",
-    "BoundaryWeightScheduler",
     "RegionBoundaryLoss",
     "GeneralizedDiceBoundaryLoss",
     "DiceBoundaryLoss",
-    "loss_schedulers",
-    "set_schedulers_epoch",
 ]
-
-
-def check_spacing_argument(spacing) -> None:
-    """Validate a loss's ``spacing`` argument at construction (its length is checked per call)."""
-    if spacing is None:
-        return
-    if isinstance(spacing, (int, float)):
-        normalize_spacing(spacing, 1)
-    else:
-        normalize_spacing(spacing, len(spacing))
-
-
-def check_method(distance_method: str) -> None:
-    if distance_method not in METHODS:
-        raise ValueError(f"distance_method must be one of {METHODS}, got {distance_method!r}")
-
-
-class DistanceLoss(SegLoss):
-    """:class:`~.base.SegLoss` whose ``forward`` also accepts precomputed signed maps ``dist``."""
-
-    def __init__(
-        self,
-        *,
-        spacing: float | Sequence[float] | None = None,
-        distance_method: str = "auto",
-        **kwargs,
-    ) -> None:
-        super().__init__(**kwargs)
-        check_spacing_argument(spacing)
-        check_method(distance_method)
-        self.spacing = spacing
-        self.distance_method = distance_method
-
-    def spacing_for(self, p: Prepared) -> tuple[float, ...]:
-        return normalize_spacing(self.spacing, p.logits.ndim - 2)
-
-    def forward(self, logits: Tensor, target: Tensor, dist: Tensor | None = None) -> Tensor:
-        """Loss of ``logits`` ``(B, C, *spatial)`` against ``target``; ``dist``: optional precomputed signed
-        distance maps ``(B, C, *spatial)`` of the target (e.g. from :class:`~.transforms.SignedDistanceMapd`),
-        computed with this loss's ``spacing``."""
-        with float32_math(logits.device.type if isinstance(logits, Tensor) else "cpu"):
-            return self.forward_prepared(self.prepare(logits, target), dist)
-
-    def forward_prepared(self, p: Prepared, dist: Tensor | None = None) -> Tensor:
-        raise NotImplementedError
 
 
 @register("boundary")
 class BoundaryLoss(DistanceLoss):
-    """Boundary loss ``L_B = mean_v φ_G(v) · s_θ(v)`` (004 §4.1; Kervadec et al. 2019, Eq. 5).
+    """Boundary loss ``L_B = mean_v φ_G(v) · s_θ(v)`` (Ma 2020, §4.1; Kervadec et al. 2019, Eq. 5).
 
     Per image and class, the mean over voxels of the target's signed distance map ``φ_G`` (LIVIAETS
     convention: ``φ = −(D_in − s_min) ≤ 0`` inside, 0 on the inner boundary, ``D_out > 0`` outside; in
@@ -131,7 +78,7 @@ class BoundaryLoss(DistanceLoss):
         spacing = self.spacing_for(p)
         phi = target_signed_maps(p, spacing, dist, self.distance_method, self.check_finite, channels)
         per_item = masked_spatial_mean(phi * p.probs[:, channels], p.valid)  # (B, K')
-        return reduce_classes(per_item, self.reduction)
+        return self.reduce_region(per_item, p)
 
 
 def boundary_loss(logits: Tensor, target: Tensor, dist: Tensor | None = None, **kwargs) -> Tensor:
@@ -139,67 +86,15 @@ def boundary_loss(logits: Tensor, target: Tensor, dist: Tensor | None = None, **
     return BoundaryLoss(**kwargs)(logits, target, dist)
 
 
-class BoundaryWeightScheduler:
-    """The rebalancing weight of Kervadec et al.: ``α_e = min(start + step_size · e, max_alpha)``.
-
-    ``α`` weighs the boundary term in ``(1 − α)·L_region + α·L_B``; call :meth:`step` once per epoch.
-    ``state_dict``/``load_state_dict`` let a trainer checkpoint and resume it.
-
-    Example:
-        >>> s = BoundaryWeightScheduler()
-        >>> s.alpha, s.step(), s.step()
-        (0.01, 0.02, 0.03)
-        >>> s2 = BoundaryWeightScheduler(); s2.load_state_dict(s.state_dict()); s2.alpha
-        0.03
-    """
-
-    def __init__(self, start: float = 0.01, step_size: float = 0.01, max_alpha: float = 0.99) -> None:
-        for name, value in (("start", start), ("step_size", step_size), ("max_alpha", max_alpha)):
-            if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-                raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
-        if start > max_alpha:
-            raise ValueError(f"start ({start}) must not exceed max_alpha ({max_alpha})")
-        self.start = float(start)
-        self.step_size = float(step_size)
-        self.max_alpha = float(max_alpha)
-        self.epoch = 0
-
-    @property
-    def alpha(self) -> float:
-        return round(min(self.start + self.step_size * self.epoch, self.max_alpha), 12)
-
-    def step(self) -> float:
-        """Advance one epoch; returns the new ``alpha``."""
-        self.epoch += 1
-        return self.alpha
-
-    def state_dict(self) -> dict:
-        return {
-            "start": self.start,
-            "step_size": self.step_size,
-            "max_alpha": self.max_alpha,
-            "epoch": self.epoch,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        missing = {"start", "step_size", "max_alpha", "epoch"} - set(state)
-        if missing:
-            raise ValueError(f"state is missing {sorted(missing)}")
-        self.__init__(state["start"], state["step_size"], state["max_alpha"])
-        self.epoch = int(state["epoch"])
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(alpha={self.alpha}, epoch={self.epoch})"
-
-
 class RegionBoundaryLoss(DistanceLoss):
     """``(1 − α)·L_region + α·L_B``, α from :class:`BoundaryWeightScheduler` (Kervadec et al. §3).
 
     The region loss is the registered loss ``region`` (``"gdl"`` or ``"dice"``) built with its own defaults,
     this module's convention flags and ``region_kwargs``; both terms share one prepared input. Step
-    ``loss.scheduler`` once per epoch (the module's ``state_dict`` carries it).
+    ``loss.scheduler`` once per epoch, or set it with
+    :func:`~.schedules.set_schedulers_epoch` (the schedule is a function of the epoch; nothing to save).
 
-    Items are images: ``reduction="none"`` gives ``(B,)`` values
+    Items are images: ``reduction="none"`` gives ``(B, 1, 1, …)`` values
     ``(1 − α)·mean_k L_region[b, k] + α·mean_k L_B[b, k]``, ``"sum"`` their sum, ``"mean"`` their mean
     (= ``(1 − α)·L_region + α·L_B`` with both terms mean-reduced). ``"none"``/``"sum"`` need a region loss
     with per-image values (not ``batch=True``).
@@ -211,6 +106,8 @@ class RegionBoundaryLoss(DistanceLoss):
     """
 
     region: str = ""
+    background_scope = "boundary_term"
+    none_style = "image"
 
     def __init__(
         self,
@@ -243,26 +140,18 @@ class RegionBoundaryLoss(DistanceLoss):
     def alpha(self) -> float:
         return self.scheduler.alpha
 
-    def get_extra_state(self) -> dict:
-        return {"scheduler": self.scheduler.state_dict()}
-
-    def set_extra_state(self, state: dict) -> None:
-        self.scheduler.load_state_dict(state["scheduler"])
-
     def forward_prepared(self, p: Prepared, dist: Tensor | None = None) -> Tensor:
         alpha = self.alpha
         region = self.region_loss.forward_prepared(p)
         boundary = self.boundary_loss.forward_prepared(p, dist)
         if self.reduction == "mean":
-            return (1.0 - alpha) * region.mean() + alpha * boundary.mean()
-        b = p.logits.shape[0]
-        if region.ndim == 0 or region.shape[0] != b:
-            raise ValueError(
-                f"reduction={self.reduction!r} needs per-image region values (B={b}); the region loss "
-                f"{self.region!r} returned shape {tuple(region.shape)} (is batch=True set?)"
-            )
-        per_image = (1.0 - alpha) * region.reshape(b, -1).mean(1) + alpha * boundary.reshape(b, -1).mean(1)
-        return per_image.sum() if self.reduction == "sum" else per_image
+            return (1.0 - alpha) * self.region_loss.mean_of_none(region, p) + alpha * boundary.mean()
+        try:
+            per_region = self.region_loss.per_image(region, p)
+        except ValueError as exc:
+            raise ValueError(f"reduction={self.reduction!r} needs per-image region values: {exc}") from exc
+        per_image = (1.0 - alpha) * per_region + alpha * self.boundary_loss.per_image(boundary, p)
+        return self.reduce_region(per_image, p)
 
 
 @register("gdl_boundary")
@@ -283,22 +172,3 @@ class DiceBoundaryLoss(RegionBoundaryLoss):
     """``(1 − α)·Dice + α·L_B`` (see :class:`RegionBoundaryLoss`)."""
 
     region = "dice"
-
-
-def loss_schedulers(loss: nn.Module) -> list:
-    """The distinct per-epoch schedulers (``.scheduler`` with ``step()``) inside ``loss``."""
-    found: list = []
-    for module in loss.modules():
-        sched = getattr(module, "scheduler", None)
-        if sched is not None and hasattr(sched, "step") and all(sched is not s for s in found):
-            found.append(sched)
-    return found
-
-
-def set_schedulers_epoch(loss: nn.Module, epoch: int) -> list[float]:
-    """Put every scheduler in ``loss`` at ``epoch`` (0-based; resume-safe); returns their ``alpha``."""
-    alphas = []
-    for sched in loss_schedulers(loss):
-        sched.epoch = int(epoch)
-        alphas.append(sched.alpha)
-    return alphas

@@ -12,8 +12,9 @@ from torch import Tensor, nn
 from segbalance.monai_losses.base import SegLoss
 from segbalance.monai_losses.cross_entropy import voxel_cross_entropy
 from segbalance.monai_losses.dice import DiceLoss, LogDiceLoss, region_stats, soft_dice
+from segbalance.monai_losses.distributed import all_reduce_sum
 from segbalance.monai_losses.focal import log_one_minus_softmax
-from segbalance.monai_losses.inputs import Prepared, float32_math, reduce_voxels
+from segbalance.monai_losses.inputs import Prepared, float32_math, none_shape, reduce_voxels
 from segbalance.monai_losses.registry import loss_class, register
 
 __all__ = [
@@ -40,24 +41,28 @@ def per_image_voxel_mean(loss_map: Tensor, valid: Tensor | None) -> Tensor:
 
 
 def _combine(region: Tensor, voxel_map: Tensor, p: Prepared, w_region: float, w_voxel: float, reduction: str):
-    """``w_region·region + w_voxel·voxel term``: means for ``"mean"``, per-image values ``(B,)`` otherwise."""
+    """``w_region·region + w_voxel·voxel term``: means for ``"mean"``; per-image values ``(B, 1, 1, …)``
+    for ``"none"``, their sum for ``"sum"``."""
     if reduction == "mean":
         return w_region * region.mean() + w_voxel * reduce_voxels(voxel_map, p.valid, "mean")
     b = p.logits.shape[0]
     if region.ndim == 0 or region.shape[0] != b:
         raise ValueError(f"reduction={reduction!r} needs per-image region values: set batch=False")
     per_image = w_region * region.reshape(b, -1).mean(1) + w_voxel * per_image_voxel_mean(voxel_map, p.valid)
-    return per_image.sum() if reduction == "sum" else per_image
+    if reduction == "sum":
+        return per_image.sum()
+    return per_image.reshape(none_shape("image", per_image, p.logits.ndim - 2))
 
 
 @register("dice_ce")
 class DiceCELoss(SegLoss):
-    """``L = lambda_dice·L_Dice + lambda_ce·L_CE`` (Isensee et al., nnU-Net; 004 §5), both weights 1.
+    """``L = lambda_dice·L_Dice + lambda_ce·L_CE`` (Isensee et al., nnU-Net; Ma 2020, §5), both weights 1.
 
     ``L_Dice`` is :class:`~segbalance.monai_losses.dice.DiceLoss` with this module's ``include_background``,
     ``batch``, ``smooth_nr``, ``smooth_dr``, ``squared_pred``; ``L_CE`` is cross-entropy over all classes,
     mean over the voxels that count. Equal to MONAI ``DiceCELoss(softmax=True, to_onehot_y=True,
-    lambda_dice=…, lambda_ce=…)`` configured alike. ``reduction="none"`` gives per-image values ``(B,)``
+    lambda_dice=…, lambda_ce=…)`` configured alike, ``include_background`` included (it applies to the Dice
+    term; CE is over all classes, as in MONAI). ``reduction="none"`` gives per-image values ``(B, 1, 1, …)``
     (mean Dice loss over classes + the image's mean CE; needs ``batch=False``); MONAI's ``DiceCELoss`` has
     no ``"none"``.
 
@@ -70,6 +75,9 @@ class DiceCELoss(SegLoss):
     """
 
     region_cls: type[DiceLoss] = DiceLoss
+    background_scope = "dice_term"
+    none_style = "image"
+    ddp_statistics = "soft TP/FP/FN sums (`batch=True`)"
 
     def __init__(
         self,
@@ -105,7 +113,8 @@ class DiceCELoss(SegLoss):
 
 @register("logdice_ce")
 class LogDiceCELoss(DiceCELoss):
-    """``L = lambda_dice·(−ln Dice) + lambda_ce·L_CE`` (log-Dice variant compared in 003), weights 1.
+    """``L = lambda_dice·(−ln Dice) + lambda_ce·L_CE`` (log-Dice variant compared in Liu et al. 2021),
+    weights 1.
 
     As :class:`DiceCELoss` with :class:`~segbalance.monai_losses.dice.LogDiceLoss` as the region term.
 
@@ -132,7 +141,7 @@ def log_one_minus_probs(p: Prepared) -> Tensor:
 
 @register("combo")
 class ComboLoss(SegLoss):
-    """Combo loss (Taghanaki et al. 2019; 004 Eq. 15), ``alpha = beta = 0.5``:
+    """Combo loss (Taghanaki et al. 2019; Ma 2020, Eq. 15), ``alpha = beta = 0.5``:
 
     ``L = α·(−(1/N) Σ_v mean_c [β g ln z + (1 − β)(1 − g) ln(1 − z)]) − (1 − α)·mean_c Dice_c``
 
@@ -151,6 +160,9 @@ class ComboLoss(SegLoss):
         >>> round(float(ComboLoss(smooth_nr=0, smooth_dr=0)(logits, target)), 4)  # 0.5·0.5·ln 2 − 0.5·0.5
         -0.0767
     """
+
+    none_style = "image"
+    ddp_statistics = "soft TP/FP/FN sums (`batch=True`)"
 
     def __init__(
         self,
@@ -181,7 +193,7 @@ class ComboLoss(SegLoss):
 
 @register("explog")
 class ExpLogLoss(SegLoss):
-    """Exponential logarithmic loss (Wong et al., MICCAI 2018; 004 Eq. 16):
+    """Exponential logarithmic loss (Wong et al., MICCAI 2018; Ma 2020, Eq. 16):
 
     ``L = w_dice·E_c[(−ln Dice_c)^γ_dice] + w_ce·E_v[w_l (−ln z_{v,l})^γ_ce]``, ``l`` the voxel's label,
     ``w_l = ((Σ_k f_k) / f_l)^0.5`` with ``f_k`` the voxel count of label ``k``. Defaults ``w_dice = 0.8``,
@@ -200,6 +212,10 @@ class ExpLogLoss(SegLoss):
         >>> round(float(value), 4)  # (0.8 + 0.2·sqrt 2)·(ln 2)^0.3
         0.9701
     """
+
+    background_scope = "dice_term"
+    none_style = "image"
+    ddp_statistics = "label counts (detached); soft TP/FP/FN sums (`batch=True`)"
 
     def __init__(
         self,
@@ -236,8 +252,8 @@ class ExpLogLoss(SegLoss):
                 raise ValueError(
                     f"class_frequencies has {f.numel()} entries but the logits have {p.num_classes} classes"
                 )
-        else:
-            f = p.onehot.detach().transpose(0, 1).reshape(p.num_classes, -1).sum(1)
+        else:  # batch counts, summed over DDP ranks
+            f = all_reduce_sum(p.onehot.detach().transpose(0, 1).reshape(p.num_classes, -1).sum(1))
         w = torch.sqrt(f.sum() / f)
         return torch.where(f > 0, w, torch.zeros_like(w))
 
@@ -272,9 +288,9 @@ class CompoundLoss(SegLoss):
     are prepared once and each term's ``forward_prepared`` runs on them. Extra keyword arguments of
     ``forward`` (e.g. ``dist=`` for boundary losses) go to the terms whose ``forward_prepared`` accepts them.
 
-    ``reduction="mean"`` sums the terms' mean values; ``"none"`` gives per-image values ``(B,)``, each term's
-    ``"none"`` output averaged per image (per-voxel maps over their voxels; needs per-image region terms,
-    not ``batch=True``); ``"sum"`` their sum.
+    ``reduction="mean"`` sums the terms' mean values; ``"none"`` gives per-image values ``(B, 1, 1, …)``,
+    each term's ``"none"`` output averaged per image (per-voxel terms over their voxels; needs per-image
+    region terms, not ``batch=True``); ``"sum"`` their sum.
 
     Example:
         >>> import torch
@@ -283,6 +299,9 @@ class CompoundLoss(SegLoss):
         >>> round(float(loss(logits, target)), 4)  # ln 2 + 0.5 · 0.5
         0.9431
     """
+
+    background_scope = "terms"
+    none_style = "image"
 
     def __init__(self, *, terms: Mapping, include_background: bool | None = None, **kwargs) -> None:
         super().__init__(
@@ -318,15 +337,14 @@ class CompoundLoss(SegLoss):
             for t in self.terms.values()
         )
 
-    def _per_image(self, value: Tensor, p: Prepared | None, b: int, name: str) -> Tensor:
-        if value.ndim == 0 or value.shape[0] != b:
+    def _per_image(self, value: Tensor, p: Prepared | None, logits: Tensor, target, name: str) -> Tensor:
+        term = self.terms[name]
+        try:
+            return term.per_image(value, term.prepare(logits, target) if p is None else p)
+        except ValueError as exc:
             raise ValueError(
-                f"reduction={self.reduction!r} needs per-image values from term {name!r}, got shape "
-                f"{tuple(value.shape)} (is batch=True set?)"
-            )
-        if p is not None and value.ndim == p.logits.ndim - 1:  # a per-voxel map (B, *spatial)
-            return per_image_voxel_mean(value, p.valid)
-        return value.reshape(b, -1).mean(1)
+                f"reduction={self.reduction!r} needs per-image values from term {name!r}: {exc}"
+            ) from exc
 
     def forward(self, logits: Tensor, target: Tensor, **kwargs) -> Tensor:
         """Weighted sum of the terms; ``kwargs`` go to the terms that accept them."""
@@ -340,9 +358,9 @@ class CompoundLoss(SegLoss):
                 extra = {k: v for k, v in kwargs.items() if k in self._extra[name]}
                 value = term.forward_prepared(p, **extra) if p is not None else term(logits, target, **extra)
                 if self.reduction != "mean":
-                    value = self._per_image(value, p, logits.shape[0], name)
+                    value = self._per_image(value, p, logits, target, name)
                 total = self.weights[name] * value if total is None else total + self.weights[name] * value
-            return total.sum() if self.reduction == "sum" else total
+            return total.sum() if self.reduction == "sum" else self._image_shape(total, logits)
 
     def forward_prepared(self, p: Prepared, **kwargs) -> Tensor:
         if not self._shares_conventions():
@@ -352,6 +370,11 @@ class CompoundLoss(SegLoss):
             extra = {k: v for k, v in kwargs.items() if k in self._extra[name]}
             value = term.forward_prepared(p, **extra)
             if self.reduction != "mean":
-                value = self._per_image(value, p, p.logits.shape[0], name)
+                value = self._per_image(value, p, p.logits, None, name)
             total = self.weights[name] * value if total is None else total + self.weights[name] * value
-        return total.sum() if self.reduction == "sum" else total
+        return total.sum() if self.reduction == "sum" else self._image_shape(total, p.logits)
+
+    def _image_shape(self, total: Tensor, logits: Tensor) -> Tensor:
+        if self.reduction == "mean":
+            return total
+        return total.reshape(none_shape("image", total, logits.ndim - 2))

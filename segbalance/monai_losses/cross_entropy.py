@@ -29,26 +29,48 @@ __all__ = [
     "class_balanced_cross_entropy",
     "ohem_cross_entropy",
     "voxel_cross_entropy",
+    "voxel_ce_terms",
     "class_counts",
     "inverse_frequency_weights",
 ]
 
 
-def voxel_cross_entropy(p: Prepared, weight: Tensor | None = None) -> Tensor:
-    """Per-voxel ``−Σ_c w_c y_c log z_c`` as ``(B, *spatial)`` (soft targets allowed)."""
-    terms = p.onehot * p.log_probs
+def _mask_weight(weight: Tensor | None, mask: Tensor | None) -> Tensor | None:
+    """Class weights times the class mask of ``include_background`` (either may be ``None``)."""
+    if mask is None:
+        return weight
+    return mask if weight is None else weight.to(mask) * mask
+
+
+def voxel_ce_terms(p: Prepared, weight: Tensor | None = None) -> Tensor:
+    """Per-class, per-voxel ``−w_c y_c log z_c`` as ``(B, K, *spatial)`` (soft targets allowed)."""
+    terms = -(p.onehot * p.log_probs)
     if weight is not None:
         terms = terms * weight.to(terms).view(1, -1, *([1] * (terms.ndim - 2)))
-    return -terms.sum(1)
+    return terms
+
+
+def voxel_cross_entropy(p: Prepared, weight: Tensor | None = None) -> Tensor:
+    """Per-voxel ``−Σ_c w_c y_c log z_c`` as ``(B, *spatial)`` (soft targets allowed)."""
+    return voxel_ce_terms(p, weight).sum(1)
+
+
+class _VoxelLoss(SegLoss):
+    """A per-voxel loss: ``include_background=False`` drops class 0's term from the class sum (the
+    softmax stays over all channels), ``reduction="none"`` gives the per-class terms ``(B, C', *spatial)``."""
+
+    background_scope = "class_sum"
+    none_style = "voxel"
 
 
 @register("ce")
-class CrossEntropyLoss(SegLoss):
-    """Cross-entropy ``L = −(1/N) Σ_v Σ_c y_{v,c} log z_{v,c}`` (000 Eq. 1; 004 Eq. 1).
+class CrossEntropyLoss(_VoxelLoss):
+    """Cross-entropy ``L = −(1/N) Σ_v Σ_c y_{v,c} log z_{v,c}`` (Hossain et al. 2021, Eq. 1; Ma 2020, Eq. 1).
 
     Softmax over channels for ``C > 1``, binary cross-entropy for ``C == 1`` (sigmoid). Equal to
     ``torch.nn.functional.cross_entropy`` with ``ignore_index`` (mean over non-ignored voxels).
-    ``include_background`` is not used: CE is defined over all classes.
+    ``include_background=False`` drops class 0's term ``−y_0 log z_0`` (background voxels then cost 0 but
+    still count in ``N``); ``reduction="none"`` gives the terms ``−y_c log z_c`` ``(B, C', *spatial)``.
 
     Example:
         >>> import torch
@@ -60,7 +82,7 @@ class CrossEntropyLoss(SegLoss):
     """
 
     def forward_prepared(self, p: Prepared) -> Tensor:
-        return reduce_voxels(voxel_cross_entropy(p), p.valid, self.reduction)
+        return self.reduce_terms(voxel_ce_terms(p, self.class_mask(p)), p)
 
 
 def cross_entropy(logits: Tensor, target: Tensor, **kwargs) -> Tensor:
@@ -87,10 +109,10 @@ def class_counts(p: Prepared) -> Tensor:
 def inverse_frequency_weights(counts: Tensor) -> Tensor:
     """``w_c = N / (K⁺ · n_c)`` for the ``K⁺`` classes present (``n_c > 0``), 0 for absent classes.
 
-    The "balanced" inverse-frequency weighting of the WCE baseline (000 Eq. 3, ``w_i`` inversely related to
-    the pixel count of class ``i``): it is normalised so that ``Σ_c w_c n_c = N``, i.e. the weights average
-    to 1 over the voxels and the loss keeps CE's scale. Absent classes have no voxels, so their weight
-    does not enter the loss.
+    The "balanced" inverse-frequency weighting of the WCE baseline (Hossain et al. 2021, Eq. 3, ``w_i``
+    inversely related to the pixel count of class ``i``): it is normalised so that ``Σ_c w_c n_c = N``, i.e.
+    the weights average to 1 over the voxels and the loss keeps CE's scale. Absent classes have no voxels, so
+    their weight does not enter the loss.
     """
     present = counts > 0
     n_present = present.sum().clamp_min(1)
@@ -100,16 +122,17 @@ def inverse_frequency_weights(counts: Tensor) -> Tensor:
 
 
 @register("wce")
-class WeightedCrossEntropyLoss(SegLoss):
+class WeightedCrossEntropyLoss(_VoxelLoss):
     """Weighted cross-entropy ``L = Σ_n w_{y_n} ℓ_n / Σ_n w_{y_n}``, ``ℓ_n = −log z_{y_n,n}``.
 
-    000 Eq. 3 (the WCE baseline); 004 Eq. 2.
+    Hossain et al. 2021, Eq. 3 (the WCE baseline); Ma 2020, Eq. 2.
 
     ``weight``: a sequence of class weights, or ``"inverse_frequency"`` (default): weights from the current
     batch's valid voxels by :func:`inverse_frequency_weights` (all-reduced under DDP). The ``mean``
     reduction is the weighted mean of ``torch.nn.functional.cross_entropy(weight=…)``; with
     inverse-frequency weights ``Σ_n w_{y_n} = N`` so it also equals the plain mean of ``w_{y_n} ℓ_n``.
-    ``sum`` / ``none`` return ``Σ_n w ℓ`` / the map ``w ℓ``.
+    ``sum`` / ``none`` return ``Σ_n w ℓ`` / the terms ``w_c ℓ_c`` ``(B, C', *spatial)``.
+    ``include_background=False`` drops class 0's term; the normaliser ``Σ_n w_{y_n}`` is unchanged.
 
     Example:
         >>> import torch
@@ -119,6 +142,8 @@ class WeightedCrossEntropyLoss(SegLoss):
         >>> round(float(loss(logits, target)), 4)  # log 2 whatever the weights when all ℓ are equal
         0.6931
     """
+
+    ddp_statistics = "class counts (detached)"
 
     def __init__(self, weight: Sequence[float] | Tensor | str = "inverse_frequency", **kwargs) -> None:
         super().__init__(**kwargs)
@@ -135,11 +160,11 @@ class WeightedCrossEntropyLoss(SegLoss):
 
     def forward_prepared(self, p: Prepared) -> Tensor:
         w = self.class_weights(p).to(p.logits)
-        loss_map = voxel_cross_entropy(p, w)
+        terms = voxel_ce_terms(p, _mask_weight(w, self.class_mask(p)))
         if self.reduction != "mean":
-            return reduce_voxels(loss_map, p.valid, self.reduction)
+            return self.reduce_terms(terms, p)
         voxel_w = (p.onehot * w.view(1, -1, *([1] * (p.onehot.ndim - 2)))).sum(1)
-        return loss_map.sum() / voxel_w.sum().clamp_min(1e-12)
+        return terms.sum() / voxel_w.sum().clamp_min(1e-12)
 
 
 def _valid_values(loss_map: Tensor, valid: Tensor | None) -> Tensor:
@@ -147,8 +172,8 @@ def _valid_values(loss_map: Tensor, valid: Tensor | None) -> Tensor:
 
 
 @register("topk")
-class TopKCrossEntropyLoss(SegLoss):
-    """TopK loss: mean CE over the hardest ``k`` % of the valid voxels (004 Eq. 3; Wu et al.).
+class TopKCrossEntropyLoss(_VoxelLoss):
+    """TopK loss: mean CE over the hardest ``k`` % of the valid voxels (Ma 2020, Eq. 3; Wu et al.).
 
     ``k=10`` as nnU-Net's ``TopKLoss``; the ``⌊N·k/100⌋`` (at least 1) largest voxel CEs over the whole
     batch are averaged. Equals ``nnunetv2.training.loss.robust_ce_loss.TopKLoss(k=k)`` without ignore
@@ -157,6 +182,8 @@ class TopKCrossEntropyLoss(SegLoss):
     values, ``none`` returns them as a 1-D tensor (their mean is the ``mean`` loss).
     """
 
+    none_style = "selected"
+
     def __init__(self, k: float = 10.0, **kwargs) -> None:
         super().__init__(**kwargs)
         if not 0 < k <= 100:
@@ -164,10 +191,10 @@ class TopKCrossEntropyLoss(SegLoss):
         self.k = float(k)
 
     def forward_prepared(self, p: Prepared) -> Tensor:
-        loss_map = voxel_cross_entropy(p)
+        loss_map = voxel_cross_entropy(p, self.class_mask(p))
         values = _valid_values(loss_map, p.valid)
         if values.numel() == 0:
-            return reduce_voxels(loss_map, p.valid, self.reduction)
+            return values if self.reduction == "none" else reduce_voxels(loss_map, p.valid, self.reduction)
         n_keep = max(1, int(values.numel() * self.k / 100))
         top, _ = torch.topk(values, n_keep, sorted=False)
         if self.reduction == "none":
@@ -176,14 +203,16 @@ class TopKCrossEntropyLoss(SegLoss):
 
 
 @register("cb_ce")
-class ClassBalancedCrossEntropyLoss(SegLoss):
-    """Class-balanced CE (Cui et al. 2019, effective number of samples; baseline of 002 §4):
+class ClassBalancedCrossEntropyLoss(_VoxelLoss):
+    """Class-balanced CE (Cui et al. 2019, effective number of samples; baseline of Tian et al. 2022, §4):
 
     ``w_c = (1 − β) / (1 − β^{n_c})`` normalised to ``Σ_c w_c = K`` over the classes present, and
     ``L = (1/N) Σ_n w_{y_n} ℓ_n`` (Cui et al.'s per-sample weighting, a plain mean). ``n_c`` are the valid
     voxel counts of the batch (all-reduced under DDP) or ``samples_per_class`` when given (e.g. dataset
     counts). ``beta=0.9999`` (Cui et al.'s default). Absent classes (``n_c = 0``) get weight 0.
     """
+
+    ddp_statistics = "class counts (detached)"
 
     def __init__(
         self, beta: float = 0.9999, samples_per_class: Sequence[float] | None = None, **kwargs
@@ -209,12 +238,13 @@ class ClassBalancedCrossEntropyLoss(SegLoss):
 
     def forward_prepared(self, p: Prepared) -> Tensor:
         w = self.class_weights(p).to(p.logits)
-        return reduce_voxels(voxel_cross_entropy(p, w), p.valid, self.reduction)
+        return self.reduce_terms(voxel_ce_terms(p, _mask_weight(w, self.class_mask(p))), p)
 
 
 @register("ohem")
-class OHEMCrossEntropyLoss(SegLoss):
-    """Online hard example mining CE (Shrivastava et al.; baseline of 002 §4, "top 70 % samples").
+class OHEMCrossEntropyLoss(_VoxelLoss):
+    """Online hard example mining CE (Shrivastava et al.; baseline of Tian et al. 2022, §4, "top 70 %
+    samples").
 
     Default (``thresh=None``): mean CE over the ``⌈keep_ratio·N⌉`` hardest valid voxels,
     ``keep_ratio=0.7`` as in 002. Threshold variant (``thresh`` given, as in the common semantic-segmentation
@@ -222,6 +252,8 @@ class OHEMCrossEntropyLoss(SegLoss):
     ``min_kept``-th smallest such probability, so at least ``min_kept`` voxels are kept (all of them when
     there are fewer valid voxels). ``none`` returns the kept voxels' CE values as a 1-D tensor.
     """
+
+    none_style = "selected"
 
     def __init__(
         self, keep_ratio: float = 0.7, thresh: float | None = None, min_kept: int = 100_000, **kwargs
@@ -255,7 +287,7 @@ class OHEMCrossEntropyLoss(SegLoss):
             return valid & (true_prob <= threshold)
 
     def forward_prepared(self, p: Prepared) -> Tensor:
-        loss_map = voxel_cross_entropy(p)
+        loss_map = voxel_cross_entropy(p, self.class_mask(p))
         keep = self.keep_mask(p, loss_map)
         if self.reduction == "none":
             return loss_map[keep]

@@ -13,7 +13,8 @@ import torch
 from torch import Tensor
 
 from segbalance.monai_losses.base import SegLoss
-from segbalance.monai_losses.inputs import Prepared, reduce_classes
+from segbalance.monai_losses.distributed import all_gather_sum
+from segbalance.monai_losses.inputs import Prepared
 from segbalance.monai_losses.registry import register
 
 __all__ = [
@@ -56,7 +57,9 @@ def region_stats(
     """Soft ``TP``, ``Σ z`` and ``Σ g`` of the channels ``p.class_channels(include_background)``.
 
     ``squared_pred`` sums ``z²`` and ``g²`` instead of ``z`` and ``g`` (V-Net / MONAI ``squared_pred``).
-    Ignored voxels are multiplied out of every sum.
+    Ignored voxels are multiplied out of every sum. With ``batch=True`` the sums are all-gathered under DDP
+    (nnU-Net's ``MemoryEfficientSoftDiceLoss(batch_dice=True, ddp=True)``): every rank scores the global
+    batch.
     """
     ch = p.class_channels(include_background)
     z = p.probs[:, ch]
@@ -65,9 +68,10 @@ def region_stats(
         z = z * p.valid_float
     dims = [0, *range(2, z.ndim)] if batch else list(range(2, z.ndim))
     tp = (z * g).sum(dims)
-    if squared_pred:
-        return RegionStats(tp, (z * z).sum(dims), (g * g).sum(dims))
-    return RegionStats(tp, z.sum(dims), g.sum(dims))
+    sum_pred, sum_gt = ((z * z).sum(dims), (g * g).sum(dims)) if squared_pred else (z.sum(dims), g.sum(dims))
+    if batch:
+        tp, sum_pred, sum_gt = (all_gather_sum(t) for t in (tp, sum_pred, sum_gt))
+    return RegionStats(tp, sum_pred, sum_gt)
 
 
 def soft_dice(stats: RegionStats, smooth_nr: float = 1e-5, smooth_dr: float = 1e-5) -> Tensor:
@@ -77,6 +81,9 @@ def soft_dice(stats: RegionStats, smooth_nr: float = 1e-5, smooth_dr: float = 1e
 
 class _RegionLoss(SegLoss):
     """Shared flags of region losses: ``batch``, ``smooth_nr``, ``smooth_dr`` (MONAI's names and defaults)."""
+
+    none_style = "dice"
+    ddp_statistics = "soft TP/FP/FN sums (`batch=True`)"
 
     def __init__(
         self, *, batch: bool = False, smooth_nr: float = 1e-5, smooth_dr: float = 1e-5, **kwargs
@@ -94,11 +101,13 @@ class _RegionLoss(SegLoss):
 
 @register("dice")
 class DiceLoss(_RegionLoss):
-    """Soft Dice loss ``L_c = 1 − (2 Σ z g + smooth_nr) / (Σ z + Σ g + smooth_dr)`` (004 Eq. 8; Milletari).
+    """Soft Dice loss ``L_c = 1 − (2 Σ z g + smooth_nr) / (Σ z + Σ g + smooth_dr)`` (Ma 2020, Eq. 8;
+    Milletari).
 
     One value per image and class ``(B, C')`` (``batch=False``) or per class ``(C',)`` (``batch=True``:
-    sums pooled over the batch), then ``reduction`` (``"none"`` keeps that shape; MONAI keeps trailing
-    singleton spatial dims, we drop them). ``squared_pred=True`` uses ``Σ z² + Σ g²`` in the denominator.
+    sums pooled over the batch), then ``reduction``; ``"none"`` gives MONAI ``DiceLoss``'s shape
+    ``(B, C', 1, …)`` (``(C', 1, …)`` with ``batch=True``). ``squared_pred=True`` uses ``Σ z² + Σ g²`` in
+    the denominator.
 
     Equal to MONAI ``DiceLoss(softmax=True, to_onehot_y=True, include_background=…, batch=…,
     squared_pred=…)`` with the same smoothing. nnU-Net's ``MemoryEfficientSoftDiceLoss(softmax, batch_dice,
@@ -129,12 +138,13 @@ class DiceLoss(_RegionLoss):
         return 1.0 - soft_dice(self.stats(p, self.squared_pred), self.smooth_nr, self.smooth_dr)
 
     def forward_prepared(self, p: Prepared) -> Tensor:
-        return reduce_classes(self.per_class(p), self.reduction)
+        return self.reduce_region(self.per_class(p), p, self.batch)
 
 
 @register("logdice")
 class LogDiceLoss(DiceLoss):
-    """Log-Dice loss ``L_c = −ln Dice_c`` (Wong et al.'s ExpLog Dice term with γ = 1; 003 compares it).
+    """Log-Dice loss ``L_c = −ln Dice_c`` (Wong et al.'s ExpLog Dice term with γ = 1; Liu et al. 2021
+    compares it).
 
     ``Dice_c`` is :class:`DiceLoss`'s soft Dice with its flags; values per (image, class) then
     ``reduction``. Near-zero Dice gives large gradients: it keeps pushing small, poorly segmented classes.
@@ -168,16 +178,17 @@ def _gdl_weights(sum_gt: Tensor, absent_weight: str) -> Tensor:
 
 @register("gdl")
 class GeneralizedDiceLoss(_RegionLoss):
-    """Generalized Dice loss (Sudre et al. 2017; 004 Eq. 11; 000's GDL baseline).
+    """Generalized Dice loss (Sudre et al. 2017; Ma 2020, Eq. 11; Hossain et al.'s (2021) GDL baseline).
 
     ``L = 1 − (2 Σ_c w_c Σ_v z g + smooth_nr) / (Σ_c w_c Σ_v (z + g) + smooth_dr)``, ``w_c = 1/(Σ_v g_c)²``
     (weights are constants: no gradient flows through them). A class absent from the image (or batch) has
     an infinite weight: ``absent_weight="max"`` (default, MONAI's behaviour) replaces it with the largest
     finite weight, ``"zero"`` drops the class (its false positives then cost nothing).
 
-    One value per image ``(B,)`` (``batch=False``) or one value ``(1,)`` (``batch=True``), then
-    ``reduction``. Equal to MONAI ``GeneralizedDiceLoss(softmax=True, to_onehot_y=True, w_type="square",
-    include_background=…, batch=…)`` with the same smoothing.
+    One value per image (``batch=False``) or one value (``batch=True``), then ``reduction``; ``"none"``
+    gives MONAI's shape ``(B, 1, 1, …)`` (``(1, 1, …)`` with ``batch=True``). Equal to MONAI
+    ``GeneralizedDiceLoss(softmax=True, to_onehot_y=True, w_type="square", include_background=…, batch=…)``
+    with the same smoothing.
 
     Example:
         >>> import torch
@@ -186,6 +197,8 @@ class GeneralizedDiceLoss(_RegionLoss):
         >>> round(float(GeneralizedDiceLoss(softmax=False, sigmoid=False)(probs, target)), 6)
         0.0
     """
+
+    none_style = "gdl"
 
     def __init__(self, *, absent_weight: str = "max", **kwargs) -> None:
         super().__init__(**kwargs)
@@ -202,12 +215,12 @@ class GeneralizedDiceLoss(_RegionLoss):
         return (1.0 - numer / denom).reshape(-1)
 
     def forward_prepared(self, p: Prepared) -> Tensor:
-        return reduce_classes(self.per_item(p), self.reduction)
+        return self.reduce_region(self.per_item(p), p, self.batch)
 
 
 @register("pgdl")
 class PenaltyGeneralizedDiceLoss(GeneralizedDiceLoss):
-    """Penalty GDL ``L = L_GD / (1 + k (1 − L_GD))`` (Su et al., MIDL 2019; 004 Eq. 14), k = 2.5.
+    """Penalty GDL ``L = L_GD / (1 + k (1 − L_GD))`` (Su et al., MIDL 2019; Ma 2020, Eq. 14), k = 2.5.
 
     ``L_GD`` is :class:`GeneralizedDiceLoss` per image (or batch); ``k = 0`` gives GDL back, larger ``k``
     weighs false positives and negatives more. Bounds: 0 at a perfect prediction, 1 at no overlap.

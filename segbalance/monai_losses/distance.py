@@ -42,8 +42,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from segbalance.monai_losses.inputs import Prepared
-
 __all__ = [
     "euclidean_distance_transform",
     "squared_euclidean_distance_transform",
@@ -408,75 +406,3 @@ def unsigned_distance_map(
     pos, d_in, d_out, has_boundary = _inside_outside(mask, spacing_t, method, dtype)
     field = torch.where(pos, d_in, d_out)
     return torch.where(has_boundary, field, torch.zeros((), dtype=dtype, device=field.device))
-
-
-def check_dist(dist: Tensor, p: Prepared, check_finite: bool = True) -> Tensor:
-    """Validate precomputed signed maps ``dist`` ``(B, C, *spatial)`` against prepared inputs; float32.
-
-    ``C`` is the logits' channel count (1 for a binary sigmoid task, then ``dist`` is the foreground map).
-    """
-    if not isinstance(dist, Tensor):
-        raise ValueError(f"dist must be a torch.Tensor of signed distance maps, got {type(dist).__name__}")
-    channels = 1 if p.binary else p.num_classes
-    expected = (p.logits.shape[0], channels) + tuple(p.logits.shape[2:])
-    if tuple(dist.shape) != expected:
-        raise ValueError(
-            f"dist must have shape (B, C, *spatial) = {expected} like the logits, got {tuple(dist.shape)}"
-        )
-    dist = dist.to(device=p.logits.device, dtype=torch.float32)
-    if check_finite and not bool(torch.isfinite(dist).all()):
-        raise ValueError("dist contains NaN or Inf values")
-    return dist
-
-
-@torch.no_grad()
-def target_signed_maps(
-    p: Prepared,
-    spacing: tuple[float, ...],
-    dist: Tensor | None = None,
-    method: str = "auto",
-    check_finite: bool = True,
-    channels: slice = slice(None),
-) -> Tensor:
-    """Signed maps ``φ_G`` ``(B, K', *spatial)`` of the target's ``channels``: computed, or from ``dist``.
-
-    For a binary task a one-channel ``dist`` holds the foreground map; the background's map follows
-    exactly as ``φ_bg = s_min − φ_fg`` (the two classes share their boundary), 0 where the foreground
-    has none.
-    """
-    if dist is None:
-        return signed_distance_map(p.onehot[:, channels], spacing, method=method)
-    dist = check_dist(dist, p, check_finite)
-    if p.binary:
-        flat = p.onehot[:, 1].flatten(1) > 0.5
-        has_boundary = (flat.any(-1) & ~flat.all(-1)).view((-1, 1) + (1,) * (dist.ndim - 2))
-        background = torch.where(has_boundary, min(spacing) - dist, torch.zeros_like(dist))
-        dist = torch.cat([background, dist], dim=1)
-    return dist[:, channels]
-
-
-def unsigned_from_signed(phi: Tensor, mask: Tensor, spacing: tuple[float, ...]) -> Tensor:
-    """:func:`unsigned_distance_map` recovered from :func:`signed_distance_map` and the mask, exactly.
-
-    Inside ``d = s_min − φ``, outside ``d = φ``; items without a boundary (``φ ≡ 0``) stay 0.
-    """
-    flat = mask.flatten(2)
-    has_boundary = (flat.any(-1) & ~flat.all(-1)).view(mask.shape[:2] + (1,) * (mask.ndim - 2))
-    d = torch.where(mask, min(spacing) - phi, phi)
-    return torch.where(has_boundary, d, torch.zeros_like(d))
-
-
-def masked_spatial_mean(values: Tensor, valid: Tensor | None, batch: bool = False) -> Tensor:
-    """Mean of ``(B, K, *spatial)`` values over the voxels that count: ``(B, K)``, or ``(K,)`` with ``batch``.
-
-    Ignored voxels (``valid`` False) contribute nothing, not even a gradient; no valid voxel gives 0.
-    """
-    dims = tuple(range(2, values.ndim))
-    if batch:
-        dims = (0,) + dims
-    if valid is None:
-        return values.mean(dim=dims)
-    v = valid.unsqueeze(1)
-    total = torch.where(v, values, torch.zeros((), dtype=values.dtype, device=values.device)).sum(dims)
-    count = v.expand_as(values).sum(dims).clamp_min(1)
-    return total / count

@@ -1,4 +1,4 @@
-"""Distance map penalised cross-entropy (Caliva et al., MIDL 2019; 004 §2.4, Eq. 6)."""
+"""Distance map penalised cross-entropy (Caliva et al., MIDL 2019; Ma 2020, §2.4, Eq. 6)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from segbalance.monai_losses.boundary import DistanceLoss
-from segbalance.monai_losses.cross_entropy import voxel_cross_entropy
-from segbalance.monai_losses.distance import euclidean_distance_transform, target_signed_maps
-from segbalance.monai_losses.inputs import Prepared, reduce_voxels
+from segbalance.monai_losses.cross_entropy import voxel_ce_terms
+from segbalance.monai_losses.distance import euclidean_distance_transform
+from segbalance.monai_losses.distance_inputs import DistanceLoss, target_signed_maps
+from segbalance.monai_losses.inputs import Prepared
 from segbalance.monai_losses.registry import register
 
 __all__ = ["DistancePenalizedCELoss", "distance_penalty", "distance_penalized_ce"]
@@ -31,6 +31,7 @@ def _penalty_from_inside_distance(inside: Tensor, d_in: Tensor) -> Tensor:
     return torch.where(keep, penalty, torch.zeros((), dtype=d_in.dtype, device=d_in.device))
 
 
+@torch.compiler.disable  # host EDT: one clean graph break under torch.compile
 @torch.no_grad()
 def distance_penalty(
     mask: Tensor, spacing: float | Sequence[float] | None = None, *, method: str = "auto"
@@ -56,13 +57,13 @@ def distance_penalty(
 
 @register("dpce")
 class DistancePenalizedCELoss(DistanceLoss):
-    """DPCE ``L = −(1/N) Σ_v (1 + D(v)) Σ_c g_{v,c} log s_{v,c}`` (004 Eq. 6; Caliva et al. 2019).
+    """DPCE ``L = −(1/N) Σ_v (1 + D(v)) Σ_c g_{v,c} log s_{v,c}`` (Ma 2020, Eq. 6; Caliva et al. 2019).
 
     Cross-entropy weighted per voxel by ``1 + D``, ``D(v) = Σ_c g_{v,c} D_c(v)`` the penalty of the voxel's
     own class (:func:`distance_penalty`): boundary voxels weigh twice as much as the deepest ones. The
     weights come from the target only (no gradient). Mean over the voxels that count;
-    ``reduction="none"`` returns the ``(B, *spatial)`` map. ``include_background`` is unused (CE is over
-    all classes).
+    ``reduction="none"`` returns the per-class terms ``(B, C', *spatial)``; ``include_background=False``
+    drops class 0's term from the class sum, as for :class:`~.cross_entropy.CrossEntropyLoss`.
 
     The public PyTorch code (JunMa11/SegLoss ``DisPenalizedCE``) computes ``weighted_loss = loss * dist``
     and then returns ``loss.mean()``: the penalty is never applied, it is plain CE. It is also binary and
@@ -84,6 +85,9 @@ class DistancePenalizedCELoss(DistanceLoss):
         1.5833
     """
 
+    background_scope = "class_sum"
+    none_style = "voxel"
+
     def forward_prepared(self, p: Prepared, dist: Tensor | None = None) -> Tensor:
         with torch.no_grad():
             spacing = self.spacing_for(p)
@@ -94,7 +98,7 @@ class DistancePenalizedCELoss(DistanceLoss):
                 inside = p.onehot > 0.5
                 penalty = _penalty_from_inside_distance(inside, min(spacing) - phi)
             weight = 1.0 + (p.onehot * penalty).sum(1)
-        return reduce_voxels(weight * voxel_cross_entropy(p), p.valid, self.reduction)
+        return self.reduce_terms(weight.unsqueeze(1) * voxel_ce_terms(p, self.class_mask(p)), p)
 
 
 def distance_penalized_ce(logits: Tensor, target: Tensor, dist: Tensor | None = None, **kwargs) -> Tensor:

@@ -1,7 +1,8 @@
-"""Focal-type per-voxel losses of the Dual Focal Loss paper (000): Focal, Dual CE, Dual Focal.
+"""Focal-type per-voxel losses of the Dual Focal Loss paper (Hossain et al. 2021): Focal, Dual CE, Dual Focal.
 
-Notation (000 §3): ``u`` logits, ``z = softmax(u)`` probabilities, ``y`` one-hot target, ``i`` the class,
-``n`` the voxel. Each loss is summed over classes per voxel and averaged over the valid voxels.
+Notation (Hossain et al. 2021, §3): ``u`` logits, ``z = softmax(u)`` probabilities, ``y`` one-hot target,
+``i`` the class, ``n`` the voxel. Each loss is summed over classes per voxel and averaged over the
+valid voxels.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
-from segbalance.monai_losses.base import SegLoss
-from segbalance.monai_losses.inputs import Prepared, reduce_voxels
+from segbalance.monai_losses.cross_entropy import _VoxelLoss
+from segbalance.monai_losses.inputs import Prepared
 from segbalance.monai_losses.registry import register
 
 __all__ = [
@@ -24,6 +26,9 @@ __all__ = [
     "dual_cross_entropy",
     "dual_focal_loss",
     "log_one_minus_softmax",
+    "focal_terms",
+    "dual_cross_entropy_terms",
+    "dual_focal_terms",
 ]
 
 
@@ -65,17 +70,54 @@ def log_one_minus_softmax(logits: Tensor, log_probs: Tensor | None = None) -> Te
     return torch.where(is_max, (lse_rest - lse_all).expand_as(logits), torch.log1p(-torch.exp(safe_lp)))
 
 
+def focal_terms(logits: Tensor, a: Tensor, gamma: float) -> Tensor:
+    """Per-class softmax focal terms ``−a_i (1 − z_i)^γ log z_i`` ``(B, K, *spatial)`` by plain autograd
+    (``a = α ⊙ y``); the reference of :class:`_FocalMap` and the ``reduction="none"`` output."""
+    lz = torch.log_softmax(logits, dim=1)
+    one_minus = (-torch.expm1(lz)).clamp_min(0.0)
+    focal = torch.ones_like(one_minus) if gamma == 0 else one_minus.clamp_min(1e-30) ** gamma
+    return -(a * focal * lz)
+
+
+def dual_cross_entropy_terms(logits: Tensor, y: Tensor, alpha: float, beta: float) -> Tensor:
+    """Per-class Dual CE terms ``−y_i log z_i + β (1 − y_i) log(α + z_i)`` by plain autograd."""
+    lz = torch.log_softmax(logits, dim=1)
+    return -y * lz + beta * (1.0 - y) * torch.log(alpha + lz.exp())
+
+
+def dual_focal_terms(
+    logits: Tensor, y: Tensor, alpha: float, beta: float, gamma: float, rho: float
+) -> Tensor:
+    """Per-class Dual Focal terms ``−y_i log z_i − β (1 − y_i) log(ρ − z_i) + α |y_i − z_i|^γ`` by plain
+    autograd (``log(1 − z)`` by :func:`log_one_minus_softmax` for ``ρ = 1``)."""
+    lz = torch.log_softmax(logits, dim=1)
+    z = lz.exp()
+    log_neg = log_one_minus_softmax(logits, lz) if rho == 1.0 else torch.log(rho - z)
+    err = (y - z).abs()
+    if gamma < 1:
+        err = err.clamp_min(1e-12)
+    return -y * lz - beta * (1.0 - y) * log_neg + alpha * err**gamma
+
+
+def _masked(t: Tensor, mask: Tensor | None) -> Tensor:
+    return t if mask is None else t * _per_class(mask, t)
+
+
 @register("focal")
-class FocalLoss(SegLoss):
+class FocalLoss(_VoxelLoss):
     """Softmax focal loss ``L = −(1/N) Σ_n Σ_i α_i y_{i,n} (1 − z_{i,n})^γ log z_{i,n}``.
 
-    000 Eq. 5 (Lin et al.); 004 Eq. 5. ``log z`` comes from ``log_softmax``. ``gamma=2`` (Lin et al.);
-    ``alpha``: ``None`` (all 1), a scalar or one weight per class.
+    Hossain et al. 2021, Eq. 5 (Lin et al.); Ma 2020, Eq. 5. ``log z`` comes from ``log_softmax``.
+    ``gamma=2`` (Lin et al.); ``alpha``: ``None`` (all 1), a scalar or one weight per class.
 
     Relation to MONAI: ``monai.losses.FocalLoss(use_softmax=True, to_onehot_y=True, gamma=γ, alpha=[α_i])``
     computes the same per-element terms but its ``reduction="mean"`` averages over ``B·C·voxels``
     elements, ours sums over the ``C`` classes and averages over voxels, so ours = ``C ×`` MONAI's.
     MONAI's scalar ``alpha`` means ``[1−α, α, …, α]``; ours means ``α`` for every class.
+    ``reduction="none"`` gives MONAI's ``(B, C', *spatial)`` terms (here ours = MONAI's). With
+    ``include_background=False`` class 0's term is dropped but the softmax stays over all ``C`` channels;
+    MONAI drops channel 0 *before* its softmax, so the two agree only when the background logit is very
+    negative (tested).
 
     Example:
         >>> import torch
@@ -94,7 +136,10 @@ class FocalLoss(SegLoss):
     def forward_prepared(self, p: Prepared) -> Tensor:
         alpha = _class_vector(self.alpha, p.num_classes, "alpha")
         y = p.onehot if alpha is None else p.onehot * _per_class(alpha, p.onehot)
-        return reduce_voxels(_FocalMap.apply(p.logits, y, self.gamma), p.valid, self.reduction)
+        y = _masked(y, self.class_mask(p))
+        if self.reduction == "none":
+            return self.reduce_terms(focal_terms(p.logits, y, self.gamma), p)
+        return self.reduce_terms(_FocalMap.apply(p.logits, y, self.gamma).unsqueeze(1), p)
 
 
 class _FocalMap(torch.autograd.Function):
@@ -105,6 +150,9 @@ class _FocalMap(torch.autograd.Function):
 
     ``1 − z`` is ``−expm1(log z)`` (accurate as ``z → 1``); for ``γ < 1`` it is clamped at 1e-30 inside
     ``(1 − z)^{γ−1}``, where the product with ``log z → 0`` vanishes, so no ``0·inf``.
+
+    Once differentiable: a second derivative (``create_graph=True`` then ``grad`` again) raises instead of
+    silently returning a wrong Hessian; use :func:`focal_terms` for higher derivatives.
     """
 
     @staticmethod
@@ -135,19 +183,21 @@ class _FocalMap(torch.autograd.Function):
         return loss_map
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_output: Tensor):
         (grad,) = ctx.saved_tensors
         return grad_output.unsqueeze(1) * grad, None, None
 
 
 @register("dce")
-class DualCrossEntropyLoss(SegLoss):
-    """Dual cross-entropy (Li et al.), 000 Eq. 4 exactly as printed (the paper's baseline):
+class DualCrossEntropyLoss(_VoxelLoss):
+    """Dual cross-entropy (Li et al.), Hossain et al. 2021, Eq. 4 exactly as printed (the paper's baseline):
 
     ``L_n = −Σ_i y_{i,n} log z_{i,n} + β Σ_i (1 − y_{i,n}) log(α + z_{i,n})``, mean over voxels.
 
-    Defaults ``alpha = beta = 1`` (000 §4 sets every parameter to 1). Note the second term *decreases*
-    when a negative class's probability falls (the paper's criticism of DCE), so the loss can be negative.
+    Defaults ``alpha = beta = 1`` (Hossain et al. 2021, §4 sets every parameter to 1). Note the second term
+    *decreases* when a negative class's probability falls (the paper's criticism of DCE), so the loss can be
+    negative.
 
     Example:
         >>> import torch
@@ -167,20 +217,27 @@ class DualCrossEntropyLoss(SegLoss):
         self.beta = float(beta)
 
     def forward_prepared(self, p: Prepared) -> Tensor:
-        loss_map = _DualCrossEntropyMap.apply(p.logits, p.onehot, self.alpha, self.beta)
-        return reduce_voxels(loss_map, p.valid, self.reduction)
+        mask = self.class_mask(p)
+        if self.reduction == "none":
+            terms = _masked(dual_cross_entropy_terms(p.logits, p.onehot, self.alpha, self.beta), mask)
+            return self.reduce_terms(terms, p)
+        loss_map = _DualCrossEntropyMap.apply(p.logits, p.onehot, mask, self.alpha, self.beta)
+        return self.reduce_terms(loss_map.unsqueeze(1), p)
 
 
 class _DualCrossEntropyMap(torch.autograd.Function):
     """Per-voxel Dual CE ``Σ_i [−y_i log z_i + β (1 − y_i) log(α + z_i)]`` with its closed-form gradient
     ``∂L/∂u_j = (z_j S_y − y_j) + (r_j − z_j Σ_i r_i)``, ``r_i = β (1 − y_i) z_i / (α + z_i)``, ``S_y = Σ y``
-    (bounded for ``α > 0``), computed in the forward pass and saved alone (as :class:`_DualFocalMap`)."""
+    (bounded for ``α > 0``), computed in the forward pass and saved alone (as :class:`_DualFocalMap`).
+    ``mask`` (``(K,)`` or ``None``) weighs each class's term (``include_background=False``): ``y`` and
+    ``1 − y`` are multiplied by it in both the loss and the gradient. Once differentiable."""
 
     @staticmethod
-    def forward(ctx, logits: Tensor, y: Tensor, alpha: float, beta: float):
+    def forward(ctx, logits: Tensor, y: Tensor, mask: Tensor | None, alpha: float, beta: float):
         lz = torch.log_softmax(logits, dim=1)
         z = lz.exp()
-        neg = 1.0 - y
+        neg = _masked(1.0 - y, mask)
+        y = _masked(y, mask)
         terms = torch.log(z + alpha).mul_(neg).mul_(beta).addcmul_(y, lz, value=-1.0)
         loss_map = terms.sum(1)
         if not ctx.needs_input_grad[0]:
@@ -191,9 +248,10 @@ class _DualCrossEntropyMap(torch.autograd.Function):
         return loss_map
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_output: Tensor):
         (grad,) = ctx.saved_tensors
-        return grad_output.unsqueeze(1) * grad, None, None, None
+        return grad_output.unsqueeze(1) * grad, None, None, None, None
 
 
 def _log_one_minus_softmax_at(logits: Tensor, lz: Tensor, z: Tensor, idx: Tensor) -> Tensor:
@@ -208,7 +266,8 @@ def _log_one_minus_softmax_at(logits: Tensor, lz: Tensor, z: Tensor, idx: Tensor
 
 
 class _DualFocalMap(torch.autograd.Function):
-    """Per-voxel Dual Focal Loss ``(B, *spatial)`` with its closed-form gradient (000 Eq. 9–12, App. B).
+    """Per-voxel Dual Focal Loss ``(B, *spatial)`` with its closed-form gradient (Hossain et al. 2021, Eq.
+    9–12, App. B).
 
     With ``z = softmax(u)``, ``S_y = Σ_i y_i``, ``r_i = (1 − y_i) z_i / (ρ − z_i)``, ``R = Σ_i r_i`` and
     ``q_i = αγ |y_i − z_i|^{γ−1} sign(z_i − y_i)``, ``Q = Σ_i q_i z_i``:
@@ -221,14 +280,20 @@ class _DualFocalMap(torch.autograd.Function):
     evaluated as ``β z_j [(1 − y_j) − Σ_{i≠j} r_i]`` with ``z_j r_m = exp(log z_j + log z_m − log(1 − z_m))``
     for the arg-max class ``m``, the only one whose ``r`` can be large: no cancellation and no overflow
     for saturated logits, where ``z_m`` rounds to 1.
+
+    ``mask`` (``(K,)`` or ``None``) weighs each class's term (``include_background=False``): with
+    ``m_i`` the weight, the formula holds with ``y_i → m_i y_i`` in the CE term, ``1 − y_i → m_i (1 − y_i)``
+    in ``r`` and ``q_i → m_i q_i``. Once differentiable: a second derivative raises (use
+    :func:`dual_focal_terms` for higher derivatives).
     """
 
     @staticmethod
-    def forward(ctx, logits: Tensor, y: Tensor, alpha: float, beta: float, gamma: float, rho: float):
+    def forward(ctx, logits: Tensor, y: Tensor, mask: Tensor | None, *params: float):
+        alpha, beta, gamma, rho = params
         # no autograd graph in here: in-place updates keep the number of full-size buffers small
         lz = torch.log_softmax(logits, dim=1)
         z = lz.exp()
-        neg = 1.0 - y
+        neg = _masked(1.0 - y, mask)
         idx = logits.argmax(1, keepdim=True)
         if rho == 1.0:
             log_neg = _log_one_minus_softmax_at(logits, lz, z, idx)
@@ -238,9 +303,10 @@ class _DualFocalMap(torch.autograd.Function):
         err = diff.abs()
         if gamma < 1:
             err.clamp_min_(1e-12)
-        err_pow = err if gamma == 1.0 else err.pow(gamma)
+        err_pow = _masked(err if gamma == 1.0 else err.pow(gamma), mask)
+        y_ce = _masked(y, mask)
         terms = neg * log_neg
-        terms.mul_(-beta).addcmul_(y, lz, value=-1.0).add_(err_pow, alpha=alpha)
+        terms.mul_(-beta).addcmul_(y_ce, lz, value=-1.0).add_(err_pow, alpha=alpha)
         loss_map = terms.sum(1)
         if not ctx.needs_input_grad[0]:
             return loss_map
@@ -252,9 +318,11 @@ class _DualFocalMap(torch.autograd.Function):
             if gamma < 1:
                 q.masked_fill_(err >= 1e12 ** (1 - gamma), 0.0)
         q.mul_(alpha)
+        if mask is not None:
+            q.mul_(_per_class(mask, q))
         q.sub_((q * z).sum(1, keepdim=True))
-        grad = z * y.sum(1, keepdim=True)
-        grad.sub_(y).addcmul_(z, q)
+        grad = z * y_ce.sum(1, keepdim=True)
+        grad.sub_(y_ce).addcmul_(z, q)
         del q, err, diff
         if rho == 1.0:
             # β z_j [(1 − y_j) − Σ_{i≠j} r_i] with r_i = (1 − y_i) z_i / (1 − z_i); only the arg-max r can be
@@ -271,21 +339,22 @@ class _DualFocalMap(torch.autograd.Function):
         return loss_map
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_output: Tensor):
         (grad,) = ctx.saved_tensors
-        return grad_output.unsqueeze(1) * grad, None, None, None, None, None
+        return grad_output.unsqueeze(1) * grad, None, None, None, None, None, None
 
 
 @register("dfl")
-class DualFocalLoss(SegLoss):
-    """Dual Focal Loss, 000 Eq. 6–8 with the sign of Eq. 7 / Appendix B (DESIGN §3):
+class DualFocalLoss(_VoxelLoss):
+    """Dual Focal Loss, Hossain et al. 2021, Eq. 6–8 with the sign of Eq. 7 / Appendix B (DESIGN §3):
 
     ``L_n = −Σ_i y_{i,n} log z_{i,n} − β Σ_i (1 − y_{i,n}) log(ρ − z_{i,n}) + α Σ_i |y_{i,n} − z_{i,n}|^γ``
 
     summed over classes per voxel, averaged over valid voxels. Defaults ``alpha = beta = gamma = rho = 1``
-    (000 §4). Eq. 8 as printed puts the ``α`` term under the minus sign, which would reward error; the
-    paper's derivatives (Eq. 12, B.7/B.8) and the authors' code use ``+``. With ``ρ = 1``, ``log(1 − z)``
-    is computed from the logits by log-sum-exp (finite for saturated logits, fp16 inputs included);
+    (Hossain et al. 2021, §4). Eq. 8 as printed puts the ``α`` term under the minus sign, which would reward
+    error; the paper's derivatives (Eq. 12, B.7/B.8) and the authors' code use ``+``. With ``ρ = 1``, ``log(1
+    − z)`` is computed from the logits by log-sum-exp (finite for saturated logits, fp16 inputs included);
     ``ρ < 1`` is rejected. For ``γ < 1`` the gradient of ``|·|^γ`` at 0 is infinite: ``|y − z|`` is clamped
     at ``1e-12`` (zero gradient there) so no NaN appears.
 
@@ -315,8 +384,12 @@ class DualFocalLoss(SegLoss):
     def forward_prepared(self, p: Prepared) -> Tensor:
         if p.activation != "softmax":
             raise ValueError("DualFocalLoss needs softmax activation (the paper's z = softmax(u))")
-        loss_map = _DualFocalMap.apply(p.logits, p.onehot, self.alpha, self.beta, self.gamma, self.rho)
-        return reduce_voxels(loss_map, p.valid, self.reduction)
+        mask = self.class_mask(p)
+        params = (self.alpha, self.beta, self.gamma, self.rho)
+        if self.reduction == "none":
+            return self.reduce_terms(_masked(dual_focal_terms(p.logits, p.onehot, *params), mask), p)
+        loss_map = _DualFocalMap.apply(p.logits, p.onehot, mask, *params)
+        return self.reduce_terms(loss_map.unsqueeze(1), p)
 
 
 def focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0, alpha=None, **kwargs) -> Tensor:

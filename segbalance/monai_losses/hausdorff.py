@@ -1,4 +1,4 @@
-"""Hausdorff distance loss from distance transforms (Karimi & Salcudean 2019; 004 §4.2)."""
+"""Hausdorff distance loss from distance transforms (Karimi & Salcudean 2019; Ma 2020, §4.2)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from segbalance.monai_losses.boundary import DistanceLoss
-from segbalance.monai_losses.distance import (
+from segbalance.monai_losses.distance import unsigned_distance_map
+from segbalance.monai_losses.distance_inputs import (
+    DistanceLoss,
     check_dist,
     masked_spatial_mean,
-    unsigned_distance_map,
     unsigned_from_signed,
 )
-from segbalance.monai_losses.inputs import Prepared, reduce_classes
+from segbalance.monai_losses.inputs import Prepared
 from segbalance.monai_losses.registry import register
 
 __all__ = ["HausdorffDTLoss", "hausdorff_dt_loss"]
@@ -22,7 +22,7 @@ __all__ = ["HausdorffDTLoss", "hausdorff_dt_loss"]
 
 @register("hd_dt")
 class HausdorffDTLoss(DistanceLoss):
-    """HD-DT loss ``L = mean_v (s_v − g_v)² · (d_G(v)^α + d_S(v)^α)`` (004 §4.2; Karimi & Salcudean,
+    """HD-DT loss ``L = mean_v (s_v − g_v)² · (d_G(v)^α + d_S(v)^α)`` (Ma 2020, §4.2; Karimi & Salcudean,
     IEEE TMI 2020, Eq. 8), per image and class, then ``reduction`` over (image, class).
 
     ``s`` are the probabilities, ``g`` the one-hot target, ``d_G`` and ``d_S`` the distance fields of the
@@ -36,8 +36,8 @@ class HausdorffDTLoss(DistanceLoss):
     Equal to MONAI ``HausdorffDTLoss(alpha, include_background, to_onehot_y=True, softmax=True)`` (or
     ``sigmoid=True`` for ``C == 1``) with ``batch`` and ``reduction`` alike, at unit spacing and without
     ignored voxels; ours adds ``spacing``, ``ignore_index``, precomputed ``dist`` and computes distances on
-    the GPU instead of item by item with scipy on the host. With ``reduction="none"`` ours returns
-    ``(B, K')`` (``(K',)`` with ``batch``), MONAI ``(B, K', 1, …)``.
+    the GPU instead of item by item with scipy on the host. ``reduction="none"`` gives MONAI's shape
+    ``(B, K', 1, …)`` (``(1, K', 1, …)`` with ``batch``).
 
     Args:
         alpha: exponent of the distances (2).
@@ -54,6 +54,8 @@ class HausdorffDTLoss(DistanceLoss):
         >>> float(HausdorffDTLoss()(logits, target))               # 0.25 · d_G² = 0.25 · 1
         0.25
     """
+
+    ddp_statistics = "voxel sums (`batch=True`)"
 
     def __init__(
         self,
@@ -73,6 +75,7 @@ class HausdorffDTLoss(DistanceLoss):
         self.alpha = float(alpha)
         self.batch = batch
 
+    @torch.compiler.disable  # host EDT: one clean graph break under torch.compile
     @torch.no_grad()
     def distance_weights(
         self, p: Prepared, probs: Tensor, channels: slice, dist: Tensor | None = None
@@ -99,7 +102,7 @@ class HausdorffDTLoss(DistanceLoss):
         weights = self.distance_weights(p, probs, channels, dist)
         error = (probs - p.onehot[:, channels]).square()
         per_item = masked_spatial_mean(error * weights, p.valid, self.batch)
-        return reduce_classes(per_item, self.reduction)
+        return self.reduce_region(per_item, p, self.batch)
 
 
 def hausdorff_dt_loss(logits: Tensor, target: Tensor, dist: Tensor | None = None, **kwargs) -> Tensor:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +33,9 @@ __all__ = [
     "float32_loss",
     "reduce_voxels",
     "reduce_classes",
+    "reduce_voxel_terms",
+    "none_shape",
+    "NONE_SHAPES",
 ]
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -69,6 +71,10 @@ def check_logits(logits: Tensor, name: str = "logits", check_finite: bool = True
         )
     if not logits.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor of raw scores, got dtype {logits.dtype}")
+    if logits.shape[0] == 0:
+        raise ValueError(f"{name} has an empty batch (B = 0, shape {tuple(logits.shape)}): nothing to score")
+    if logits.numel() == 0:
+        raise ValueError(f"{name} has no channels or an empty spatial axis, shape {tuple(logits.shape)}")
     if check_finite and not bool(torch.isfinite(logits).all()):
         raise ValueError(f"{name} contains NaN or Inf values")
 
@@ -95,23 +101,35 @@ class Prepared:
     binary: bool
     activation: str
 
-    @cached_property
+    # cached by hand, not functools.cached_property: on Python < 3.12 that takes an RLock, which
+    # torch.compile cannot trace (a graph break in every loss)
+    @property
     def probs(self) -> Tensor:
-        """Class probabilities ``z`` (softmax over channels, or per-channel sigmoid)."""
-        if self.activation == "softmax":
-            return torch.softmax(self.logits, dim=1)
-        if self.activation == "sigmoid":
-            return torch.sigmoid(self.logits)
-        return self.logits
+        """Class probabilities ``z`` (softmax over channels, or per-channel sigmoid); computed once."""
+        cached = self.__dict__.get("_probs")
+        if cached is None:
+            if self.activation == "softmax":
+                cached = torch.softmax(self.logits, dim=1)
+            elif self.activation == "sigmoid":
+                cached = torch.sigmoid(self.logits)
+            else:
+                cached = self.logits
+            self.__dict__["_probs"] = cached
+        return cached
 
-    @cached_property
+    @property
     def log_probs(self) -> Tensor:
-        """``log z`` computed stably (``log_softmax`` / ``logsigmoid``, never ``log(softmax)``)."""
-        if self.activation == "softmax":
-            return F.log_softmax(self.logits, dim=1)
-        if self.activation == "sigmoid":
-            return F.logsigmoid(self.logits)
-        return torch.log(self.logits.clamp_min(torch.finfo(torch.float32).tiny))
+        """``log z`` computed stably (``log_softmax`` / ``logsigmoid``, never ``log(softmax)``); once."""
+        cached = self.__dict__.get("_log_probs")
+        if cached is None:
+            if self.activation == "softmax":
+                cached = F.log_softmax(self.logits, dim=1)
+            elif self.activation == "sigmoid":
+                cached = F.logsigmoid(self.logits)
+            else:
+                cached = torch.log(self.logits.clamp_min(torch.finfo(torch.float32).tiny))
+            self.__dict__["_log_probs"] = cached
+        return cached
 
     @property
     def num_classes(self) -> int:
@@ -248,12 +266,68 @@ def reduce_voxels(loss_map: Tensor, valid: Tensor | None, reduction: str) -> Ten
     return loss_map.sum() / (n.clamp_min(1) if isinstance(n, Tensor) else max(n, 1))
 
 
-def reduce_classes(per_class: Tensor, reduction: str) -> Tensor:
-    """Reduce a per-(image, class) or per-class region loss as MONAI does (``none`` keeps the shape)."""
+def reduce_classes(per_class: Tensor, reduction: str, shape: tuple[int, ...] | None = None) -> Tensor:
+    """Reduce a per-(image, class), per-class or per-image region loss as MONAI does.
+
+    ``none`` returns the values, viewed as ``shape`` when given (see :func:`none_shape`).
+    """
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if reduction == "mean":
         return per_class.mean()
     if reduction == "sum":
         return per_class.sum()
-    return per_class
+    return per_class if shape is None else per_class.reshape(shape)
+
+
+# ``reduction="none"`` shapes, ``nd`` spatial dims, ``C'`` the scored channels. The MONAI styles copy the
+# shapes of MONAI's own loss of that family exactly (tested); the others follow the same rule: values
+# that broadcast against the input ``(B, C, *spatial)``.
+NONE_SHAPES: dict[str, str] = {
+    "dice": "(B, C', 1, …); batch: (C', 1, …) — MONAI DiceLoss",
+    "gdl": "(B, 1, 1, …); batch: (1, 1, …) — MONAI GeneralizedDiceLoss",
+    "tversky": "(B, C'); batch: (C',) — MONAI TverskyLoss",
+    "region": "(B, C', 1, …); batch: (1, C', 1, …) — MONAI HausdorffDTLoss",
+    "image": "(B, 1, 1, …), one value per image",
+    "voxel": "(B, C', *spatial) per-class terms (their sum over C' is the voxel's loss) — MONAI FocalLoss",
+    "selected": "(N_kept,), the selected voxels' losses",
+}
+
+
+def none_shape(style: str, values: Tensor, spatial_dims: int, batch: bool = False) -> tuple[int, ...]:
+    """The ``reduction="none"`` shape (:data:`NONE_SHAPES`) of region values: ``(B, C')`` or ``(C',)``
+    with ``batch``, for per-image styles ``(B,)`` or ``(1,)`` with ``batch``."""
+    ones = (1,) * spatial_dims
+    if style == "tversky":
+        return tuple(values.shape)
+    if style in ("gdl", "image"):
+        return (1,) + ones if batch and style == "gdl" else (values.shape[0], 1) + ones
+    if not batch:
+        return tuple(values.shape) + ones
+    if style == "dice":
+        return tuple(values.shape) + ones
+    if style == "region":
+        return (1,) + tuple(values.shape) + ones
+    raise ValueError(f"unknown none-shape style {style!r}")
+
+
+def reduce_voxel_terms(
+    terms: Tensor, p: Prepared, reduction: str, channels: slice | None = None, valid: Tensor | None = None
+) -> Tensor:
+    """Reduce per-class, per-voxel terms ``(B, K, *spatial)`` whose class sum is the voxel's loss.
+
+    ``mean``/``sum``: the class sum reduced over the valid voxels (:func:`reduce_voxels`). ``none``: the
+    terms ``(B, C', *spatial)`` of the scored ``channels`` (zero at ignored voxels), as MONAI's
+    ``FocalLoss``; binary tasks give one channel holding the whole binary loss (both expanded channels).
+    ``valid`` defaults to ``p.valid``.
+    """
+    valid = p.valid if valid is None else valid
+    if reduction != "none":
+        return reduce_voxels(terms.sum(1), valid, reduction)
+    if p.binary:
+        terms = terms.sum(1, keepdim=True)
+    elif channels is not None:
+        terms = terms[:, channels]
+    if valid is not None:
+        terms = torch.where(valid.unsqueeze(1), terms, torch.zeros_like(terms))
+    return terms

@@ -1,11 +1,12 @@
-"""Soft IoU (soft Jaccard) loss of Rahman & Wang, the SoftIoU baseline of the Recall-loss paper (002)."""
+"""Soft IoU (soft Jaccard) loss of Rahman & Wang, the SoftIoU baseline of the Recall-loss paper (Tian et al.
+2022)."""
 
 from __future__ import annotations
 
 from torch import Tensor
 
 from segbalance.monai_losses.dice import _RegionLoss
-from segbalance.monai_losses.inputs import Prepared, reduce_classes
+from segbalance.monai_losses.inputs import Prepared
 from segbalance.monai_losses.registry import register
 
 __all__ = ["SoftIoULoss", "soft_iou_loss"]
@@ -14,7 +15,7 @@ __all__ = ["SoftIoULoss", "soft_iou_loss"]
 @register("iou")
 class SoftIoULoss(_RegionLoss):
     """Soft IoU loss ``L_c = 1 − (Σ z g + smooth_nr) / (Σ (z + g − z g) + smooth_dr)`` (Rahman & Wang 2016;
-    004 §3.4; 002's SoftIoU).
+    Ma 2020, §3.4; Tian et al.'s (2022) SoftIoU).
 
     Per (image, class) ``(B, C')`` or per class ``(C',)`` with ``batch=True``, then ``reduction``. Equal to
     MONAI ``DiceLoss(jaccard=True)`` for hard (0/1) targets; for soft targets MONAI's
@@ -34,7 +35,7 @@ class SoftIoULoss(_RegionLoss):
         return 1.0 - (s.tp + self.smooth_nr) / (s.sum_pred + s.sum_gt - s.tp + self.smooth_dr)
 
     def forward_prepared(self, p: Prepared) -> Tensor:
-        return reduce_classes(self.per_class(p), self.reduction)
+        return self.reduce_region(self.per_class(p), p, self.batch)
 
 
 def soft_iou_loss(logits: Tensor, target: Tensor, **kwargs) -> Tensor:

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from segbalance.monai_losses.base import SegLoss
-from segbalance.monai_losses.inputs import Prepared, reduce_classes
+from segbalance.monai_losses.inputs import Prepared
 from segbalance.monai_losses.registry import register
 
 __all__ = ["LovaszSoftmaxLoss", "lovasz_softmax_loss", "lovasz_jaccard_grad"]
@@ -34,7 +34,7 @@ class LovaszSoftmaxLoss(SegLoss):
     ``Δ̄_J`` is the Lovász extension of the Jaccard loss: errors sorted decreasingly, dotted with
     :func:`lovasz_jaccard_grad`; it is a tight convex surrogate of ``1 − IoU_c``, and at 0/1 errors it
     equals the Jaccard loss of the mispredicted set. Per image (``batch=False``, default; ``reduction="none"``
-    gives ``(B,)``) or over the batch flattened (``batch=True``: the reference code's default
+    gives ``(B, 1, 1, …)``) or over the batch flattened (``batch=True``: the reference code's default
     ``per_image=False``; ``(1,)``). Classes: ``classes="present"`` (default, like the reference code) averages
     over the scored classes present in the target (of that image); ``"all"`` over all scored classes. An
     image with no present class scores 0. Ignored voxels are removed before sorting. Binary tasks score the
@@ -47,6 +47,9 @@ class LovaszSoftmaxLoss(SegLoss):
         >>> round(float(LovaszSoftmaxLoss(softmax=False, sigmoid=False)(probs, target)), 4)  # (0.5 + 1) / 2
         0.75
     """
+
+    none_style = "image"
+    ddp_statistics = "not pooled: `batch=True` sorts the rank's own voxels"
 
     def __init__(self, *, batch: bool = False, classes: str = "present", **kwargs) -> None:
         super().__init__(**kwargs)
@@ -83,7 +86,7 @@ class LovaszSoftmaxLoss(SegLoss):
         return (per_class * present).sum(-1) / present.sum(-1).clamp_min(1.0)
 
     def forward_prepared(self, p: Prepared) -> Tensor:
-        return reduce_classes(self.per_item(p), self.reduction)
+        return self.reduce_region(self.per_item(p), p, self.batch)
 
 
 def lovasz_softmax_loss(logits: Tensor, target: Tensor, **kwargs) -> Tensor:

@@ -1,8 +1,9 @@
-"""Label-marginal penalties (Liu et al., 003): CE + λ·R(ŷ, p̂) with explicit control of the class proportions.
+"""Label-marginal penalties (Liu et al. 2021): CE + λ·R(ŷ, p̂) with explicit control of the class proportions.
 
 ``p̂_k`` is the predicted proportion of class ``k`` in an image, the mean over its valid voxels of
-``softmax(τ·u)`` with temperature ``τ = 10`` (003 Appendix C: logits multiplied by τ, which sharpens the
-soft proportions towards the arg-max counts); ``ŷ_k`` is the ground-truth proportion of the same voxels.
+``softmax(τ·u)`` with temperature ``τ = 10`` (Liu et al. 2021, Appendix C: logits multiplied by τ, which
+sharpens the soft proportions towards the arg-max counts); ``ŷ_k`` is the ground-truth proportion of the same
+voxels.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from torch import Tensor
 
 from segbalance.monai_losses.base import SegLoss
 from segbalance.monai_losses.cross_entropy import voxel_cross_entropy
-from segbalance.monai_losses.inputs import Prepared, reduce_classes, reduce_voxels
+from segbalance.monai_losses.distributed import all_gather_cat
+from segbalance.monai_losses.inputs import Prepared, reduce_voxels
 from segbalance.monai_losses.registry import register
 
 __all__ = [
@@ -48,12 +50,12 @@ def label_marginals(p: Prepared, temperature: float = 10.0) -> tuple[Tensor, Ten
 
 
 def marginal_l1(y_hat: Tensor, p_hat: Tensor) -> Tensor:
-    """``|ŷ − p̂|`` per (image, class) (003 Table 1, L1)."""
+    """``|ŷ − p̂|`` per (image, class) (Liu et al. 2021, Table 1, L1)."""
     return (y_hat - p_hat).abs()
 
 
 def marginal_kl(y_hat: Tensor, p_hat: Tensor) -> Tensor:
-    """``D_KL(ŷ‖p̂) = Σ_k ŷ_k log(ŷ_k / p̂_k)`` per image (003 Table 1), ``0·log 0 = 0``; ``(B,)``.
+    """``D_KL(ŷ‖p̂) = Σ_k ŷ_k log(ŷ_k / p̂_k)`` per image (Liu et al. 2021, Table 1), ``0·log 0 = 0``; ``(B,)``.
 
     ``p̂`` is clamped at 1e-8 so a class predicted nowhere gives a large finite penalty, not Inf.
     """
@@ -62,10 +64,11 @@ def marginal_kl(y_hat: Tensor, p_hat: Tensor) -> Tensor:
 
 
 def dice_bias(y_hat: Tensor, p_hat: Tensor) -> Tensor:
-    """Label-marginal bias of log-Dice ``DB = Σ_k log(p̂_k + ŷ_k)`` per image (003 Eq. 1); ``(B,)``.
+    """Label-marginal bias of log-Dice ``DB = Σ_k log(p̂_k + ŷ_k)`` per image (Liu et al. 2021, Eq. 1);
+    ``(B,)``.
 
-    By Proposition 1 (003) it is minimised over the simplex at the vertex of the largest ``ŷ_k``: it
-    pushes towards extremely imbalanced predictions. Arguments clamped at 1e-8 (a class absent from
+    By Proposition 1 (Liu et al. 2021) it is minimised over the simplex at the vertex of the largest ``ŷ_k``:
+    it pushes towards extremely imbalanced predictions. Arguments clamped at 1e-8 (a class absent from
     both prediction and target would give ``log 0``).
     """
     return torch.log((p_hat + y_hat).clamp_min(_EPS)).sum(1)
@@ -79,6 +82,9 @@ def _check_positive(name: str, value: float) -> float:
 
 class _MarginalBase(SegLoss):
     default_weight: float = 1.0
+    background_scope = "unused"  # proportions live on the simplex of all classes
+    none_style = "image"
+    ddp_statistics = "per-image penalties of ŷ, p̂ (`mean`)"
 
     def __init__(self, temperature: float = 10.0, lambda_: float | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -95,17 +101,16 @@ class _MarginalBase(SegLoss):
         raise NotImplementedError
 
     def forward_prepared(self, p: Prepared) -> Tensor:
-        """``CE + λ·R``; ``mean``: CE over all valid voxels + λ·mean_B R; ``none``: per image ``(B,)``
+        """``CE + λ·R``; ``mean``: CE over all valid voxels + λ·mean_B R; ``none``: per image ``(B, 1, 1, …)``
         (image CE + λ·R_b); ``sum``: the sum of the per-image values."""
         penalty = self.per_image_penalty(p)
         ce_map = voxel_cross_entropy(p)
-        if self.reduction == "mean":
-            return reduce_voxels(ce_map, p.valid, "mean") + self.lambda_ * penalty.mean()
+        if self.reduction == "mean":  # the penalty's mean over the global batch under DDP
+            return reduce_voxels(ce_map, p.valid, "mean") + self.lambda_ * all_gather_cat(penalty).mean()
         ce_img = torch.stack(
             [reduce_voxels(ce_map[i], _item(p.valid, i), "mean") for i in range(ce_map.shape[0])]
         )
-        per_image = ce_img + self.lambda_ * penalty
-        return per_image if self.reduction == "none" else per_image.sum()
+        return self.reduce_region(ce_img + self.lambda_ * penalty, p)
 
 
 def _item(valid: Tensor | None, i: int) -> Tensor | None:
@@ -114,35 +119,43 @@ def _item(valid: Tensor | None, i: int) -> Tensor | None:
 
 @register("marginal_l1")
 class MarginalL1Loss(_MarginalBase):
-    """Label-marginal L1 penalty alone: ``mean over (B, K) of |ŷ_k − p̂_k|`` (003 Eq. 5, Table 1).
+    """Label-marginal L1 penalty alone: ``mean over (B, K) of |ŷ_k − p̂_k|`` (Liu et al. 2021, Eq. 5, Table 1).
 
-    ``reduction="none"`` returns the ``(B, K)`` values, ``sum`` their sum. ``lambda_`` is unused here.
+    ``reduction="none"`` returns the ``(B, K, 1, …)`` values, ``sum`` their sum. ``lambda_`` is unused here.
     """
+
+    none_style = "region"
 
     def penalty(self, p: Prepared) -> Tensor:
         return marginal_l1(*label_marginals(p, self.temperature))
 
     def forward_prepared(self, p: Prepared) -> Tensor:
-        return reduce_classes(self.penalty(p), self.reduction)
+        if self.reduction == "mean":
+            return all_gather_cat(self.penalty(p)).mean()
+        return self.reduce_region(self.penalty(p), p)
 
 
 @register("marginal_kl")
 class MarginalKLLoss(_MarginalBase):
-    """Label-marginal KL penalty alone: ``D_KL(ŷ‖p̂)`` per image, mean over B (003 Eq. 5, Table 1).
+    """Label-marginal KL penalty alone: ``D_KL(ŷ‖p̂)`` per image, mean over B (Liu et al. 2021, Eq. 5, Table
+    1).
 
-    ``reduction="none"`` returns the ``(B,)`` values.
+    ``reduction="none"`` returns the ``(B, 1, 1, …)`` values.
     """
 
     def penalty(self, p: Prepared) -> Tensor:
         return marginal_kl(*label_marginals(p, self.temperature))
 
     def forward_prepared(self, p: Prepared) -> Tensor:
-        return reduce_classes(self.penalty(p), self.reduction)
+        if self.reduction == "mean":
+            return all_gather_cat(self.penalty(p)).mean()
+        return self.reduce_region(self.penalty(p), p)
 
 
 @register("ce_l1")
 class CEMarginalL1Loss(_MarginalBase):
-    """``CE + λ·mean_{B,K} |ŷ − p̂|`` (003 Eq. 5 with the L1 penalty), ``λ = 1`` (003 §3 ablation, best value).
+    """``CE + λ·mean_{B,K} |ŷ − p̂|`` (Liu et al. 2021, Eq. 5 with the L1 penalty), ``λ = 1`` (Liu et al.
+    2021, §3 ablation, best value).
 
     ``reduction``: see :meth:`_MarginalBase.forward_prepared` (``none`` gives per-image values).
     """
@@ -155,7 +168,8 @@ class CEMarginalL1Loss(_MarginalBase):
 
 @register("ce_kl")
 class CEMarginalKLLoss(_MarginalBase):
-    """``CE + λ·mean_B D_KL(ŷ‖p̂)`` (003 Eq. 5 with the KL penalty), ``λ = 0.1`` (003 ablation, best value)."""
+    """``CE + λ·mean_B D_KL(ŷ‖p̂)`` (Liu et al. 2021, Eq. 5 with the KL penalty), ``λ = 0.1`` (Liu et al.
+    2021, ablation, best value)."""
 
     default_weight = 0.1
 
@@ -165,14 +179,15 @@ class CEMarginalKLLoss(_MarginalBase):
 
 @register("ce_dicebias")
 class CEDiceBiasLoss(_MarginalBase):
-    """DiceBiasCE (003 Table 2): ``CE + λ·mean_{B,K} log(p̂_k + ŷ_k)``, the log-Dice bias term of Eq. 1.
+    """DiceBiasCE (Liu et al. 2021, Table 2): ``CE + λ·mean_{B,K} log(p̂_k + ŷ_k)``, the log-Dice bias term
+    of Eq. 1.
 
     The bias term is averaged over images and classes (DESIGN §3, the same reduction as the L1 penalty);
     Eq. 1 sums it over the ``K`` classes, which only rescales λ by ``K``. Binary tasks (``C == 1``) use the
-    foreground term alone, ``DB_1 = log(p̂_1 + ŷ_1)`` (003 Appendix B, Eq. 21). ``λ = 0.01``: 003 §4 reports
-    that DiceBiasCE matches DiceCE/LogDiceCE for small weights and "drops significantly" for ``λ ≥ 0.1``,
-    so the default stays below that. The term is negative for small proportions (log of a number below
-    1), so the loss can go below CE.
+    foreground term alone, ``DB_1 = log(p̂_1 + ŷ_1)`` (Liu et al. 2021, Appendix B, Eq. 21). ``λ = 0.01``:
+    Liu et al. 2021, §4 reports that DiceBiasCE matches DiceCE/LogDiceCE for small weights and "drops
+    significantly" for ``λ ≥ 0.1``, so the default stays below that. The term is negative for small
+    proportions (log of a number below 1), so the loss can go below CE.
     """
 
     default_weight = 0.01

@@ -1,14 +1,13 @@
-"""Recall loss (Tian et al., 002): cross-entropy re-weighted by each class's current false-negative rate."""
+"""Recall loss (Tian et al. 2022): cross-entropy re-weighted by each class's current false-negative rate."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from segbalance.monai_losses.base import SegLoss
-from segbalance.monai_losses.cross_entropy import voxel_cross_entropy
+from segbalance.monai_losses.cross_entropy import _mask_weight, _VoxelLoss, voxel_ce_terms
 from segbalance.monai_losses.distributed import all_reduce_sum
-from segbalance.monai_losses.inputs import Prepared, reduce_voxels
+from segbalance.monai_losses.inputs import Prepared
 from segbalance.monai_losses.registry import register
 
 __all__ = ["RecallLoss", "recall_loss", "recall_counts"]
@@ -29,18 +28,20 @@ def recall_counts(p: Prepared) -> tuple[Tensor, Tensor]:
 
 
 @register("recall")
-class RecallLoss(SegLoss):
-    """Recall loss, 002 Eq. 5: ``L = −(1/N) Σ_n w_{y_n} log z_{y_n,n}``, ``w_c = FN_c / (FN_c + TP_c)``.
+class RecallLoss(_VoxelLoss):
+    """Recall loss, Tian et al. 2022, Eq. 5: ``L = −(1/N) Σ_n w_{y_n} log z_{y_n,n}``, ``w_c = FN_c / (FN_c +
+    TP_c)``.
 
     ``w_c = 1 − recall_c``.
 
     ``TP_c``/``FN_c`` are counted from the arg-max prediction of the current batch over the valid voxels,
     pooled over the batch (and summed over DDP ranks, so every rank uses the same weights) and detached:
-    the weights are constants for back-propagation, as in 002 Eq. 7–8. ``N`` counts the valid voxels.
+    the weights are constants for back-propagation, as in Tian et al. 2022, Eq. 7–8. ``N`` counts the valid
+    voxels.
 
     Options: ``ema`` (``None`` default): momentum ``m`` of exponential moving averages of the counts,
-    ``TP ← m·TP + (1−m)·TP_batch`` (same for FN), kept in non-persistent buffers (not in checkpoints),
-    updated in training mode only; ``eps`` guards the division.
+    ``TP ← m·TP + (1−m)·TP_batch`` (same for FN), kept in buffers that ``state_dict()`` carries (a
+    reloaded loss gives the same next value), updated in training mode only; ``eps`` guards the division.
     Classes absent from the batch (``TP + FN = 0``) get weight 0: no voxel of theirs enters the loss, so
     the value is irrelevant without ``ema``; with ``ema`` their averaged counts are used. A batch that is
     predicted perfectly has all weights 0 and loss 0 (the paper's definition; pair it with CE if needed).
@@ -55,6 +56,8 @@ class RecallLoss(SegLoss):
         1.0635
     """
 
+    ddp_statistics = "TP/FN counts (detached)"
+
     def __init__(self, ema: float | None = None, eps: float = 1e-7, **kwargs) -> None:
         super().__init__(**kwargs)
         if ema is not None and not 0 <= ema < 1:
@@ -63,8 +66,25 @@ class RecallLoss(SegLoss):
             raise ValueError(f"eps must be >= 0, got {eps}")
         self.ema = ema
         self.eps = float(eps)
-        self.register_buffer("tp_ema", torch.zeros(0), persistent=False)
-        self.register_buffer("fn_ema", torch.zeros(0), persistent=False)
+        # persistent: ``loss.state_dict()`` carries the averaged counts into checkpoints
+        self.register_buffer("tp_ema", torch.zeros(0))
+        self.register_buffer("fn_ema", torch.zeros(0))
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        # the buffers are sized by the first batch (K classes): take the saved size before copying
+        for name in ("tp_ema", "fn_ema"):
+            saved = state_dict.get(prefix + name)
+            if saved is not None and saved.shape != getattr(self, name).shape:
+                setattr(self, name, torch.zeros_like(saved, device=getattr(self, name).device))
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        # states saved before the counts were persistent lack them: the averages start afresh, as they did
+        for name in ("tp_ema", "fn_ema"):
+            if prefix + name in missing_keys:
+                missing_keys.remove(prefix + name)
 
     def class_weights(self, p: Prepared) -> Tensor:
         """The detached weights ``w_c`` for this batch (updates the EMA buffers when ``ema`` is set)."""
@@ -83,7 +103,7 @@ class RecallLoss(SegLoss):
 
     def forward_prepared(self, p: Prepared) -> Tensor:
         w = self.class_weights(p).to(p.logits)
-        return reduce_voxels(voxel_cross_entropy(p, w), p.valid, self.reduction)
+        return self.reduce_terms(voxel_ce_terms(p, _mask_weight(w, self.class_mask(p))), p)
 
 
 def recall_loss(logits: Tensor, target: Tensor, **kwargs) -> Tensor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from segbalance.monai_losses.dice import _RegionLoss
-from segbalance.monai_losses.inputs import Prepared, reduce_classes
+from segbalance.monai_losses.inputs import Prepared
 from segbalance.monai_losses.registry import register
 
 __all__ = [
@@ -26,18 +26,19 @@ __all__ = [
 def tversky_index(
     tp: Tensor, fp: Tensor, fn: Tensor, fp_weight: float, fn_weight: float, smooth_nr: float, smooth_dr: float
 ) -> Tensor:
-    """``TI = (TP + smooth_nr) / (TP + fp_weight·FP + fn_weight·FN + smooth_dr)`` (004 Eq. 10)."""
+    """``TI = (TP + smooth_nr) / (TP + fp_weight·FP + fn_weight·FN + smooth_dr)`` (Ma 2020, Eq. 10)."""
     return (tp + smooth_nr) / (tp + fp_weight * fp + fn_weight * fn + smooth_dr)
 
 
 @register("tversky")
 class TverskyLoss(_RegionLoss):
-    """Tversky loss ``L_c = 1 − TI_c`` (Salehi et al. 2017; 004 Eq. 10), ``fp_weight=0.3, fn_weight=0.7``.
+    """Tversky loss ``L_c = 1 − TI_c`` (Salehi et al. 2017; Ma 2020, Eq. 10), ``fp_weight=0.3,
+    fn_weight=0.7``.
 
     ``TI_c = (TP_c + smooth_nr) / (TP_c + fp_weight·FP_c + fn_weight·FN_c + smooth_dr)``: a larger
     ``fn_weight`` punishes missed foreground more (recall over precision, good for small lesions).
     ``fp_weight = fn_weight = 0.5`` gives the Dice loss. Values per (image, class) ``(B, C')`` or per class
-    ``(C',)`` with ``batch=True``, then ``reduction``.
+    ``(C',)`` with ``batch=True``, then ``reduction`` (``"none"`` keeps that shape, as MONAI ``TverskyLoss``).
 
     Equal to MONAI ``TverskyLoss(alpha=fp_weight, beta=fn_weight, softmax=True, to_onehot_y=True, …)``:
     MONAI's ``alpha`` weighs false positives and ``beta`` false negatives.
@@ -50,6 +51,8 @@ class TverskyLoss(_RegionLoss):
         >>> round(float(TverskyLoss(**flags)(probs, target)), 4)  # 1 - 1/(1 + 0.7)
         0.4118
     """
+
+    none_style = "tversky"
 
     def __init__(self, *, fp_weight: float = 0.3, fn_weight: float = 0.7, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -67,12 +70,12 @@ class TverskyLoss(_RegionLoss):
         return 1.0 - self.index(p)
 
     def forward_prepared(self, p: Prepared) -> Tensor:
-        return reduce_classes(self.per_class(p), self.reduction)
+        return self.reduce_region(self.per_class(p), p, self.batch)
 
 
 @register("focal_tversky")
 class FocalTverskyLoss(TverskyLoss):
-    """Focal Tversky loss ``L_c = (1 − TI_c)^{1/γ}`` (Abraham & Khan 2019; 004 Eq. 12), γ = 4/3.
+    """Focal Tversky loss ``L_c = (1 − TI_c)^{1/γ}`` (Abraham & Khan 2019; Ma 2020, Eq. 12), γ = 4/3.
 
     The exponent is applied per class (then ``reduction`` over classes/images), as in Abraham & Khan's
     ``Σ_c (1 − TI_c)^{1/γ}``; γ in [1, 3], ``γ = 1`` gives :class:`TverskyLoss`. With γ > 1 the exponent
@@ -101,7 +104,7 @@ class FocalTverskyLoss(TverskyLoss):
 
 @register("asym")
 class AsymmetricSimilarityLoss(TverskyLoss):
-    """Asymmetric similarity loss ``L_c = 1 − F_β`` (Hashemi et al. 2019; 004 Eq. 13), β = 1.5.
+    """Asymmetric similarity loss ``L_c = 1 − F_β`` (Hashemi et al. 2019; Ma 2020, Eq. 13), β = 1.5.
 
     ``F_β = TP / (TP + β²/(1+β²)·FN + 1/(1+β²)·FP)``: a :class:`TverskyLoss` with
     ``fn_weight = β²/(1+β²)`` and ``fp_weight = 1/(1+β²)`` (0.692 and 0.308 at β = 1.5), smoothing as in

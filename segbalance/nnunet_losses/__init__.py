@@ -8,6 +8,10 @@ Label-map targets, the ignore label, region-based targets, spacing per scale and
 [0.6667, 0.3333, 0.0]
 """
 
+from segbalance.extras import require
+
+require("nnunetv2", needed_for="segbalance.nnunet_losses (nnU-Net v2 adapters)")
+
 from segbalance.nnunet_losses.adapter import (
     RegionTargets,
     ScaleAwareLoss,

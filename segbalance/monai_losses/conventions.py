@@ -1,0 +1,60 @@
+"""The MONAI convention flags of every registered loss as a table (docs/losses.md embeds it; a test keeps
+the two in step): what ``include_background=False`` does, the ``reduction="none"`` shape, and which losses
+have ``batch`` and all-gather batch statistics under DDP."""
+
+from __future__ import annotations
+
+import inspect
+
+from segbalance.monai_losses.base import BACKGROUND_SCOPES
+from segbalance.monai_losses.inputs import NONE_SHAPES
+from segbalance.monai_losses.registry import loss_class, names
+
+__all__ = ["conventions_rows", "conventions_table"]
+
+_SCOPE_TEXT = {
+    "channels": "drops channel 0",
+    "class_sum": "drops class 0's term (softmax over all)",
+    "dice_term": "Dice term only (CE over all classes)",
+    "terms": "passed to every term",
+    "boundary_term": "boundary term only",
+    "unused": "ignored, warns",
+}
+
+
+def _accepts(cls: type, name: str) -> bool:
+    inits = [k.__init__ for k in cls.__mro__ if "__init__" in k.__dict__]
+    return any(name in inspect.signature(init).parameters for init in inits)
+
+
+def conventions_rows() -> list[dict]:
+    """One row per registered loss: name, ``include_background`` scope, ``none`` shape, ``batch``, DDP."""
+    rows = []
+    for name in names():
+        cls = loss_class(name)
+        scope = getattr(cls, "background_scope", "channels")
+        style = getattr(cls, "none_style", "region")
+        assert scope in BACKGROUND_SCOPES and style in NONE_SHAPES, name
+        rows.append(
+            {
+                "loss": name,
+                "include_background": _SCOPE_TEXT[scope],
+                "none": NONE_SHAPES[style],
+                "batch": _accepts(cls, "batch"),
+                "ddp": getattr(cls, "ddp_statistics", ""),
+            }
+        )
+    return rows
+
+
+def conventions_table() -> str:
+    """The markdown table of :func:`conventions_rows` (as in docs/losses.md)."""
+    head = '| loss | `include_background=False` | `reduction="none"` | shape as | `batch` | DDP-pooled |'
+    lines = [head, "|---|---|---|---|---|---|"]
+    for r in conventions_rows():
+        shape, _, like = r["none"].partition(" — ")
+        lines.append(
+            f"| `{r['loss']}` | {r['include_background']} | {shape} | {like or 'segbalance'} "
+            f"| {'yes' if r['batch'] else '—'} | {r['ddp'] or '—'} |"
+        )
+    return "\n".join(lines)

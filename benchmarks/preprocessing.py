@@ -3,7 +3,8 @@
 The floor is plain SimpleITK: read every image and label of the source and write it as ``.nii.gz``
 (what any converter must at least do). Each converter (nnunet, slices, patches) runs on the same
 source into a fresh folder; runs are interleaved (floor, nnunet, slices, patches, floor, ...) and the
-ratio of medians is reported. Source: the real CT/MR cases in ``shared/data/real`` written as MHD+RAW
+ratio of medians is reported. Source: the real CT/MR cases in ``--real`` (default: the cropped copies in
+``tests/data/real``; the recorded figures used the full-size pyradiomics cases) written as MHD+RAW
 (the typical hospital export), or synthetic volumes when that folder is absent.
 
 Two design checks run beside it, also side by side:
@@ -41,18 +42,19 @@ from segbalance.preprocessing.io import read_volume, write_volume  # noqa: E402
 from segbalance.preprocessing.volume import Volume  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_CANDIDATES = [REPO.parent / "shared" / "data" / "real", Path("/work/shared/data/real")]
+REAL_DEFAULT = REPO / "tests" / "data" / "real"
 
 
-def make_source(root: Path) -> tuple[Path, str]:
+def make_source(root: Path, real_dir: Path) -> tuple[Path, str]:
     """``root/images`` + ``root/labels`` as uncompressed MHD+RAW; returns the folder and a description."""
-    real = next((p for p in REAL_CANDIDATES if (p / "lung1_image.nrrd").exists()), None)
+    real = real_dir if (real_dir / "lung1_image.nrrd").exists() else None
     cases = []
     if real is not None:
         for name in ("lung1", "brain1", "breast1"):
             image, label = read_volume(real / f"{name}_image.nrrd"), read_volume(real / f"{name}_label.nrrd")
             cases.append((name, image, label))
-        what = "real pyradiomics cases lung1 (512x512x48 CT), brain1 (256x256x25 MR), breast1 as MHD+RAW"
+        what = "real pyradiomics cases " + ", ".join(f"{n} {'x'.join(map(str, i.shape[::-1]))}"
+                                                     for n, i, _ in cases) + f" from {real} as MHD+RAW"
     else:
         rng = np.random.default_rng(0)
         for i in range(3):
@@ -146,6 +148,8 @@ def monai_alternatives(image: np.ndarray, label: np.ndarray, repeats: int) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--real", type=Path, default=REAL_DEFAULT, metavar="DIR",
+                        help="{lung1,brain1,breast1}_{image,label}.nrrd (default: tests/data/real)")
     parser.add_argument("--out", type=Path, default=RESULTS / "preprocessing-cpu.json")
     args = parser.parse_args()
 
@@ -155,7 +159,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="segbalance-bench-"))
     try:
-        src, description = make_source(work / "src")
+        src, description = make_source(work / "src", args.real)
         files = sorted((src / "images").glob("*.mhd")) + sorted((src / "labels").glob("*.mhd"))
         counter = iter(range(10**6))
 
@@ -199,7 +203,7 @@ def main() -> None:
                      "cli_slices_j1": lambda: cli_slices(src, fresh(), 1),
                      "cli_slices_j2": lambda: cli_slices(src, fresh(), 2)}
         pools = time_interleaved(pool_jobs, device, repeats=args.repeats, warmup=1)
-        lung = next((p for p in REAL_CANDIDATES if (p / "lung1_image.nrrd").exists()), None)
+        lung = args.real if (args.real / "lung1_image.nrrd").exists() else None
         if lung is not None:
             image, label = (read_volume(lung / f"lung1_{k}.nrrd").array for k in ("image", "label"))
         else:

@@ -19,10 +19,13 @@ from segbalance.errors import USER_ERRORS, MissingExtraError
 SUBCOMMANDS: dict[str, str] = {
     "demo": "segbalance.demo",
     "train": "segbalance.training.cli",
+    "predict": "segbalance.training.predict",
+    "export-seg": "segbalance.preprocessing.dicom_seg",
     "losses": "segbalance.loss_table",
     "convert": "segbalance.preprocessing.cli",
     "evaluate": "segbalance.evaluation.cli",
     "nnunet-env": "segbalance.trainers.cli",
+    "selfcheck": "segbalance.selfcheck",
 }
 
 

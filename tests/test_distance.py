@@ -229,17 +229,9 @@ def test_transform_one_hot_input_and_errors():
 
 # --- real CT/MR lesion masks ---------------------------------------------------------------------
 
-REAL = next(
-    (
-        p
-        for p in (Path(__file__).resolve().parents[2] / "shared/data/real", Path("/work/shared/data/real"))
-        if p.is_dir()
-    ),
-    None,
-)
+REAL = Path(__file__).resolve().parent / "data" / "real"  # cropped real cases (tests/data/real/README.md)
 
 
-@pytest.mark.skipif(REAL is None, reason="real data folder shared/data/real not present")
 @pytest.mark.parametrize("case", ["breast1", "brain1"])
 def test_signed_maps_of_real_lesion_masks_with_their_spacing(case):
     sitk = pytest.importorskip("SimpleITK")

@@ -4,6 +4,10 @@ convert to nnU-Net v2 raw datasets, 2D slices or 3D patches; MONAI transforms fo
 Heavy modules (MONAI transforms, converters) are imported on first use.
 """
 
+from segbalance.extras import require
+
+require("SimpleITK", "nibabel", "pydicom", needed_for="segbalance.preprocessing (volume I/O)")
+
 from segbalance.preprocessing.io import case_id, read_volume, write_volume
 from segbalance.preprocessing.volume import Volume
 

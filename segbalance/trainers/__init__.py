@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import importlib
 
+from segbalance.extras import require
+
+require("nnunetv2", needed_for="segbalance.trainers (nnU-Net v2 trainers)")
+
 from segbalance.trainers.discovery import EXT_FOLDER, export_line, register
 
 __all__ = ["EXT_FOLDER", "TRAINER_LOSSES", "export_line", "register", "trainer_names"]

@@ -1,5 +1,9 @@
 """MONAI training pipeline: ``train(config)``, ``predict_volume``, the ``segbalance train`` command."""
 
+from segbalance.extras import require
+
+require("monai", "tqdm", needed_for="segbalance.training (MONAI training)")
+
 from segbalance.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from segbalance.training.engine import NonFiniteLossError, TrainConfig, build_model, load_model, train
 from segbalance.training.predict import predict_volume

@@ -1,0 +1,317 @@
+"""The loss comparison users need: 3D, through the real ``nnUNetv2_*`` commands, on many small lesions.
+
+For each trainer × fold: ``nnUNetv2_train DATASET 3d_fullres FOLD -tr <Trainer>_<budget>`` on multi-lesion
+CT phantoms (``segbalance.synthetic``, several lesions per volume with a spread of sizes), then
+``nnUNetv2_predict`` of the held-out cases, then ``segbalance evaluate`` (voxel and lesion-level metrics)
+of those predictions. One JSON per run under ``WORK/runs/`` (kept), one summary JSON (mean ± std over
+folds, lesions found / missed) written to ``--json``.
+
+Budgets are trainer variants written into ``WORK/ext`` (a folder added to ``nnUNet_extTrainer`` beside
+segbalance's own): ``<Trainer>_cmp<budget>`` sets the number of epochs and iterations; the plans are
+shrunk for the CPU budgets (patch, batch and network, as ``tests/test_nnunet_e2e.py`` does). Resumable:
+a run whose ``checkpoint_final.pth`` exists is not retrained, one with ``checkpoint_latest.pth`` continues
+(``--c``), a prediction/evaluation is redone only when missing. A progress line per run.
+
+    python benchmarks/compare_nnunet.py --budget smoke --trainers nnUNetTrainer nnUNetTrainerDFL --folds 0
+    python benchmarks/compare_nnunet.py --budget cpu                  # the CPU comparison (hours on 2 cores)
+    python benchmarks/compare_nnunet.py --budget gpu --device cuda    # nnU-Net's own plans, 100 epochs
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+DATASET_ID = 761
+DATASET = f"Dataset{DATASET_ID:03d}_SegBalanceLesions"
+TRAINERS = [
+    "nnUNetTrainer",  # nnU-Net's DC + CE, the baseline
+    "nnUNetTrainerDFL", "nnUNetTrainerDCE", "nnUNetTrainerFocal", "nnUNetTrainerRecall",
+    "nnUNetTrainerCEL1", "nnUNetTrainerCEKL", "nnUNetTrainerGDL", "nnUNetTrainerBoundary",
+    "nnUNetTrainerHDDT", "nnUNetTrainerCombo",
+]
+#: budget → epochs, iterations per epoch, validation iterations, shrunken plans (None: nnU-Net's own)
+BUDGETS: dict[str, dict] = {
+    "smoke": {"epochs": 2, "iterations": 4, "val_iterations": 1, "cases": (6, 2),
+              "plans": {"patch": [16, 48, 48], "batch": 2, "features": [8, 16, 32]}},
+    "cpu": {"epochs": 30, "iterations": 25, "val_iterations": 2, "cases": (16, 8),
+            "plans": {"patch": [24, 64, 64], "batch": 2, "features": [8, 16, 32, 64]}},
+    "gpu": {"epochs": 100, "iterations": 250, "val_iterations": 50, "cases": (32, 16), "plans": None},
+}
+SHAPE = (40, 96, 96)  # z, y, x of a phantom
+SPACING = (2.5, 0.8, 0.8)
+
+
+def phantom_case(seed: int):
+    """A CT phantom with an organ and several lesions of varied sizes (label 2), or the one-lesion phantom."""
+    from segbalance import synthetic
+
+    kwargs = {"shape": SHAPE, "spacing": SPACING, "seed": seed}
+    if "n_lesions" in synthetic.make_phantom.__code__.co_varnames:
+        kwargs["n_lesions"] = 6
+    return synthetic.make_phantom(**kwargs)
+
+
+def write_volume(array: np.ndarray, spacing, origin, path: Path) -> None:
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(tuple(float(s) for s in spacing[::-1]))
+    image.SetOrigin(tuple(float(o) for o in origin))
+    sitk.WriteImage(image, str(path), useCompression=True)
+
+
+def build_dataset(raw: Path, n_train: int, n_test: int) -> Path:
+    """``imagesTr/labelsTr`` (seeds 0…) and ``imagesTs/labelsTs`` (seeds 10000…) with ``dataset.json``."""
+    folder = raw / DATASET
+    done = folder / ".complete.json"
+    want = {"n_train": n_train, "n_test": n_test, "shape": SHAPE, "spacing": SPACING}
+    if done.is_file() and json.loads(done.read_text()) == json.loads(json.dumps(want)):
+        return folder
+    if folder.exists():
+        shutil.rmtree(folder)
+    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        (folder / sub).mkdir(parents=True)
+    for split, seeds in (("Tr", range(n_train)), ("Ts", range(10000, 10000 + n_test))):
+        for seed in seeds:
+            ph = phantom_case(seed)
+            image_file = folder / f"images{split}" / f"case{seed:05d}_0000.nii.gz"
+            write_volume(ph.image, ph.spacing, ph.origin, image_file)
+            write_volume(ph.label.astype(np.uint8), ph.spacing, ph.origin,
+                         folder / f"labels{split}" / f"case{seed:05d}.nii.gz")
+    (folder / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "CT"}, "labels": {"background": 0, "organ": 1, "lesion": 2},
+        "numTraining": n_train, "file_ending": ".nii.gz"}, indent=2))
+    done.write_text(json.dumps(want))
+    return folder
+
+
+def shrink_plans(plans_file: Path, spec: dict) -> None:
+    """Patch, batch and a smaller network for a CPU budget (``spec['features']`` per stage)."""
+    plans = json.loads(plans_file.read_text())
+    cfg = plans["configurations"]["3d_fullres"]
+    cfg["batch_size"] = spec["batch"]
+    cfg["patch_size"] = spec["patch"]
+    arch = cfg["architecture"]["arch_kwargs"]
+    n = len(spec["features"])
+    arch["n_stages"] = n
+    arch["features_per_stage"] = spec["features"]
+    arch["kernel_sizes"] = [[3, 3, 3]] * n
+    arch["strides"] = [[1, 1, 1], [1, 2, 2]] + [[2, 2, 2]] * (n - 2)
+    arch["n_conv_per_stage"] = [2] * n
+    arch["n_conv_per_stage_decoder"] = [2] * (n - 1)
+    plans_file.write_text(json.dumps(plans, indent=2))
+
+
+def write_budget_trainers(ext: Path, trainers: list[str], budget: str, spec: dict) -> dict[str, str]:
+    """A module in ``ext`` with ``<Trainer>_cmp<budget>`` for each trainer; returns trainer → variant name."""
+    ext.mkdir(parents=True, exist_ok=True)
+    lines = [
+        '"""Budget variants written by benchmarks/compare_nnunet.py (regenerated on every run)."""',
+        "import torch",
+        "from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer",
+        "from segbalance.trainers.nnunet_ext.segbalance_nnunet_trainers import *  # noqa: F403",
+        "",
+    ]
+    names = {}
+    for trainer in trainers:
+        name = f"{trainer}_cmp{budget}"
+        names[trainer] = name
+        lines += [
+            f"class {name}({trainer}):",
+            "    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device('cuda')):",
+            "        super().__init__(plans, configuration, fold, dataset_json, device)",
+            f"        self.num_epochs = {spec['epochs']}",
+            f"        self.num_iterations_per_epoch = {spec['iterations']}",
+            f"        self.num_val_iterations_per_epoch = {spec['val_iterations']}",
+            "",
+            "    def perform_actual_validation(self, save_probabilities=False):",
+            "        # the comparison scores the held-out test cases, not the fold's validation cases",
+            "        self.print_to_log_file('final validation skipped (benchmarks/compare_nnunet.py)')",
+            "",
+        ]
+    (ext / f"segbalance_compare_{budget}.py").write_text("\n".join(lines))
+    return names
+
+
+def run(cmd: list[str], env: dict, log: Path) -> float:
+    """Run ``cmd`` with its output in ``log``; its wall time; an error with the log's tail if it fails."""
+    t0 = time.perf_counter()
+    with open(log, "w") as fh:
+        code = subprocess.call(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    if code != 0:
+        tail = log.read_text()[-3000:]
+        raise RuntimeError(f"{' '.join(cmd[:6])} … failed ({code}); log {log}:\n{tail}")
+    return time.perf_counter() - t0
+
+
+def nnunet_env(work: Path, ext: Path, device: str) -> dict:
+    from segbalance.trainers.discovery import register
+
+    env = dict(os.environ)
+    env.pop("nnUNet_extTrainer", None)
+    register(env)
+    env["nnUNet_extTrainer"] = os.pathsep.join([env["nnUNet_extTrainer"], str(ext)])
+    env.update(nnUNet_raw=str(work / "raw"), nnUNet_preprocessed=str(work / "preprocessed"),
+               nnUNet_results=str(work / "results"), nnUNet_compile="false",
+               nnUNet_def_n_proc="1", nnUNet_n_proc_DA="0" if device == "cpu" else "8")
+    return env
+
+
+def train_predict_evaluate(trainer: str, variant: str, fold: int, work: Path, dataset: Path, env: dict,
+                           device: str) -> dict:
+    """One run (resumable); its record: wall times and the evaluation's per-class voxel + lesion rows."""
+    record_file = work / "runs" / f"{trainer}_fold{fold}.json"
+    if record_file.is_file():
+        return json.loads(record_file.read_text())
+    logs = work / "logs"
+    logs.mkdir(exist_ok=True)
+    out = work / "results" / DATASET / f"{variant}__nnUNetPlans__3d_fullres" / f"fold_{fold}"
+    times = {}
+    if not (out / "checkpoint_final.pth").is_file():
+        cmd = [str(BIN / "nnUNetv2_train"), str(DATASET_ID), "3d_fullres", str(fold), "-tr", variant,
+               "-device", device]
+        if (out / "checkpoint_latest.pth").is_file():
+            cmd.append("--c")
+        times["train_s"] = run(cmd, env, logs / f"train_{trainer}_{fold}.txt")
+    pred = work / "pred" / f"{trainer}_fold{fold}"
+    if pred.exists():
+        shutil.rmtree(pred)
+    times["predict_s"] = run([str(BIN / "nnUNetv2_predict"), "-i", str(dataset / "imagesTs"), "-o", str(pred),
+                              "-d", str(DATASET_ID), "-c", "3d_fullres", "-f", str(fold), "-tr", variant,
+                              "-device", device, "--disable_tta", "-npp", "1", "-nps", "1"],
+                             env, logs / f"predict_{trainer}_{fold}.txt")
+    ev = work / "eval" / f"{trainer}_fold{fold}"
+    times["evaluate_s"] = run([str(BIN / "segbalance"), "evaluate", "--gt", str(dataset / "labelsTs"),
+                               "--pred", f"{trainer}={pred}", "--out", str(ev), "--labels", "1,2",
+                               "--no-plots", "--no-resume"], env, logs / f"evaluate_{trainer}_{fold}.txt")
+    record = {"trainer": trainer, "variant": variant, "fold": fold, **times, "evaluation": {}}
+    for name in sorted(p.name for p in ev.glob("*.json")):
+        record["evaluation"][name] = json.loads((ev / name).read_text())
+    record_file.parent.mkdir(parents=True, exist_ok=True)
+    record_file.write_text(json.dumps(record, indent=1, default=str))
+    return record
+
+
+def _mean_std(values: list[float]) -> dict:
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], float)
+    return {"mean": float(v.mean()) if v.size else None, "std": float(v.std()) if v.size else None,
+            "n": int(v.size), "values": [float(x) for x in values]}
+
+
+def aggregate(records: list[dict], lesion_label: int = 2) -> list[dict]:
+    """Per trainer, over folds: mean ± std of each fold's test-set means (voxel Dice per class, HD95 of the
+    lesion class, lesion sensitivity / precision / F1, lesion-wise Dice) and the lesions found / missed /
+    false-positive components summed over the folds' test cases."""
+    by_trainer: dict[str, list[dict]] = {}
+    for r in records:
+        by_trainer.setdefault(r["trainer"], []).append(r)
+    rows = []
+    for trainer, runs in by_trainer.items():
+        row: dict = {"trainer": trainer, "folds": [r["fold"] for r in runs]}
+        voxel = [{s["label"]: s for s in r["evaluation"]["summary.json"]["summary"]} for r in runs]
+        lesion = [{s["label"]: s for s in r["evaluation"]["lesions.json"]["summary"]} for r in runs]
+        for label, name in ((1, "organ"), (lesion_label, "lesion")):
+            row[f"dice_{name}"] = _mean_std([v[label]["dice"]["mean"] for v in voxel])
+        row["hd95_lesion"] = _mean_std([v[lesion_label]["hd95"]["mean"] for v in voxel])
+        les = [x[lesion_label] for x in lesion]
+        for key in ("sensitivity", "precision", "f1", "lesion_dice", "pq"):
+            name = key if key.startswith("lesion") else f"lesion_{key}"
+            row[name] = _mean_std([x[key]["mean"] for x in les])
+        row["lesions_found"] = int(sum(x["tp"] for x in les))
+        row["lesions_missed"] = int(sum(x["fn"] for x in les))
+        row["false_positive_lesions"] = int(sum(x["fp"] for x in les))
+        row["by_size"] = {k: {"n_gt": int(sum(x["by_size"][k]["n_gt"] for x in les)),
+                              "found": int(sum(x["by_size"][k]["tp"] for x in les))}
+                          for k in les[0]["by_size"]}
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    def ms(d: dict, digits: int = 3) -> str:
+        return "n/a" if d["mean"] is None else f"{d['mean']:.{digits}f} ± {d['std']:.{digits}f}"
+
+    lines = ["| trainer | Dice organ | Dice lesion | HD95 lesion (mm) | lesion sensitivity "
+             "| lesion precision | lesion F1 | lesion-wise Dice | found / missed / FP |",
+             "|---|" + "---:|" * 8]
+    for r in rows:
+        lines.append(f"| {r['trainer']} | {ms(r['dice_organ'])} | {ms(r['dice_lesion'])} | "
+                     f"{ms(r['hd95_lesion'], 1)} | {ms(r['lesion_sensitivity'])} | "
+                     f"{ms(r['lesion_precision'])} | "
+                     f"{ms(r['lesion_f1'])} | {ms(r['lesion_dice'])} | "
+                     f"{r['lesions_found']} / {r['lesions_missed']} / {r['false_positive_lesions']} |")
+    return "\n".join(lines)
+
+
+def machine() -> dict:
+    import monai
+    import torch
+
+    from segbalance import __version__
+
+    names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")] \
+        if Path("/proc/cpuinfo").exists() else []
+    return {"cpu": f"{names[0]}, {len(names)} cores" if names else platform.machine(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "python": platform.python_version(), "torch": torch.__version__, "monai": monai.__version__,
+            "nnunetv2": importlib.metadata.version("nnunetv2"), "segbalance": __version__}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
+    ap.add_argument("--trainers", nargs="+", default=TRAINERS)
+    ap.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work" / "compare_nnunet")
+    ap.add_argument("--json", type=Path, default=None, help="summary JSON (default benchmarks/results/"
+                    "compare_nnunet_<budget>.json)")
+    args = ap.parse_args(argv)
+    spec = BUDGETS[args.budget]
+    work = args.work / args.budget
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    dataset = build_dataset(work / "raw", *spec["cases"])
+    names = write_budget_trainers(work / "ext", args.trainers, args.budget, spec)
+    env = nnunet_env(work, work / "ext", args.device)
+    plans_file = work / "preprocessed" / DATASET / "nnUNetPlans.json"
+    if not plans_file.is_file():
+        print("planning and preprocessing …", flush=True)
+        plan_env = {**env, "nnUNet_n_proc_DA": "1"}  # planning needs >= 1 (it sets torch's thread count)
+        run([str(BIN / "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "3d_fullres",
+             "--verify_dataset_integrity", "-np", "1", "-npfp", "1"], plan_env, work / "plan.txt")
+        if spec["plans"]:
+            shrink_plans(plans_file, spec["plans"])
+    records = []
+    total = len(args.trainers) * len(args.folds)
+    for i, (trainer, fold) in enumerate(((t, f) for t in args.trainers for f in args.folds), start=1):
+        t_run = time.perf_counter()
+        record = train_predict_evaluate(trainer, names[trainer], fold, work, dataset, env, args.device)
+        records.append(record)
+        print(f"[{i}/{total}] {trainer} fold {fold}: done in {time.perf_counter() - t_run:.0f} s "
+              f"(elapsed {time.perf_counter() - t0:.0f} s)", flush=True)
+    table = aggregate(records)
+    print(markdown(table))
+    summary = {"machine": machine(), "budget": {"name": args.budget, **spec}, "trainers": args.trainers,
+               "folds": args.folds, "wall_s": time.perf_counter() - t0, "table": table, "runs": records}
+    out = args.json or ROOT / "benchmarks" / "results" / f"compare_nnunet_{args.budget}.json"
+    out.write_text(json.dumps(summary, indent=1, default=str))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -90,13 +90,16 @@ def test_fp16_logits_give_float32_loss_close_to_float32():
 
 def test_softmax_losses_refused_for_regions_naming_the_setting():
     with pytest.raises(ValueError, match="regions_class_order") as info:
-        check_regions_supported("dfl", dataset_name="dataset 'Dataset001_Brats'")
-    assert "Dataset001_Brats" in str(info.value) and "gdl" in str(info.value)
+        check_regions_supported("dce", dataset_name="dataset 'Dataset001_Brats'")
+    message = str(info.value)
+    assert "Dataset001_Brats" in message
+    assert all(n in message for n in ("gdl", "ce", "focal", "dfl", "recall"))
     with pytest.raises(ValueError, match="region-based"):
-        build_nnunet_loss("ce", has_regions=True)
+        build_nnunet_loss("ce_l1", has_regions=True)
     check_regions_supported("compound", {"terms": {"dice": 1, "tversky": 1}})
+    check_regions_supported("compound", {"terms": {"dice": 1, "focal": 1}})
     with pytest.raises(ValueError, match="region-based"):
-        check_regions_supported("compound", {"terms": {"dice": 1, "focal": 1}})
+        check_regions_supported("compound", {"terms": {"dice": 1, "dce": 1}})
 
 
 def region_inputs(regions=2, ignore=True):

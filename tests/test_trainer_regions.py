@@ -29,7 +29,9 @@ from segbalance.trainers.configurable import LOSS_ENV  # noqa: E402
 from segbalance.trainers.table import trainer_specs  # noqa: E402
 
 SPACING_AWARE = {"boundary", "gdl_boundary", "dice_boundary", "hd_dt"}
-SEPARABLE = sorted(set(multilabel_names()) - {"gdl", "gdl_boundary"})  # per-class mean losses
+# per-class mean losses whose one-channel (C == 1) form is the per-channel term; gdl pools the channels,
+# dfl's C == 1 form is the two-class softmax (test_dfl_multilabel_is_independent_per_channel_terms)
+SEPARABLE = sorted(set(multilabel_names()) - {"gdl", "gdl_boundary", "dfl"})
 
 
 @pytest.fixture
@@ -70,6 +72,50 @@ def test_multilabel_losses_are_independent_binary_problems(name):
     torch.testing.assert_close(value, sum(per_region) / 3, rtol=1e-5, atol=1e-6)
     # and it is not what the softmax form gives on the same tensors
     assert not torch.isclose(value, get(name, **{**sigmoid_kwargs(name), "sigmoid": None})(x, y.float()))
+
+
+def test_dfl_multilabel_is_independent_per_channel_terms():
+    """dfl's multi-label form: each channel its own one-vs-rest term on ``z = σ(x)`` (the per-class terms
+    of the paper's sum), mean over channels; independent of the other channels."""
+    x, y = region_batch()
+    value = get("dfl", **sigmoid_kwargs("dfl"))(x, y.float())
+
+    def channel(c):
+        z, t = torch.sigmoid(x[:, c].double()), y[:, c].double()
+        return (-t * torch.log(z) - (1 - t) * torch.log1p(-z) + (t - z).abs()).mean()
+
+    torch.testing.assert_close(value.double(), sum(channel(c) for c in range(3)) / 3, rtol=1e-5, atol=1e-6)
+    x2 = x.clone()
+    x2[:, 2] += 3.0  # moving one channel changes only that channel's term
+    changed = get("dfl", **sigmoid_kwargs("dfl"))(x2, y.float())
+    z2 = torch.sigmoid(x2[:, 2].double())
+    t2 = y[:, 2].double()
+    term2 = (-t2 * torch.log(z2) - (1 - t2) * torch.log1p(-z2) + (t2 - z2).abs()).mean()
+    torch.testing.assert_close(changed.double(), (channel(0) + channel(1) + term2) / 3, rtol=1e-5, atol=1e-6)
+
+
+def test_region_ce_equals_nnunet_bce_part_with_ignore_channel(results):
+    """``ce`` on region targets = nnU-Net's BCE term of ``DC_and_BCE_loss`` (dice weight 0), with and without
+    its ignore channel. With the ignore channel nnU-Net divides the channel sum by the number of valid
+    voxels (not voxels × channels), so it is R × ours there; without it both are the element mean."""
+    from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss
+
+    x, y = region_batch(regions=3, ignore=True)
+    dice_kwargs = {"batch_dice": False, "do_bg": True, "smooth": 1e-5, "ddp": False}
+    theirs = DC_and_BCE_loss({}, dice_kwargs, weight_ce=1, weight_dice=0, use_ignore_label=True)
+    ours = build_nnunet_loss("ce", has_regions=True, ignore_label=4)
+    xs = x.clone().requires_grad_()
+    value = ours(xs, y)
+    torch.testing.assert_close(3 * value, theirs(x, y), rtol=1e-5, atol=1e-6)
+    # the same as torch's BCEWithLogitsLoss on the valid voxels only
+    valid = ~y[:, -1:].expand(-1, 3, *y.shape[2:])
+    bce = torch.nn.BCEWithLogitsLoss()(x[valid], y[:, :-1][valid].float())
+    torch.testing.assert_close(value, bce, rtol=1e-5, atol=1e-6)
+    value.backward()
+    assert torch.all(xs.grad[~valid] == 0) and torch.any(xs.grad[valid] != 0)
+    # without an ignore label: nnU-Net's BCE term is the element mean, ours too
+    theirs = DC_and_BCE_loss({}, dice_kwargs, weight_ce=1, weight_dice=0)
+    torch.testing.assert_close(build_nnunet_loss("ce", has_regions=True)(x, y[:, :-1]), theirs(x, y[:, :-1]))
 
 
 def gdl_by_hand(x, y, valid=None, smooth=1e-5):
@@ -147,13 +193,15 @@ def test_region_targets_without_ignore_label(results):
 def test_softmax_trainers_refuse_regions_naming_the_alternatives(results, monkeypatch):
     refused = [n for n, s in trainer_specs().items() if not supports_multilabel(s.loss, s.kwargs)]
     working = [n for n, s in trainer_specs().items() if supports_multilabel(s.loss, s.kwargs)]
-    assert "nnUNetTrainerDFL" in refused and "nnUNetTrainerGDL" in working
+    assert "nnUNetTrainerDCE" in refused and "nnUNetTrainerGDL" in working
+    for name in ("DFL", "Focal", "Recall", "DFLDice", "GDL"):
+        assert f"nnUNetTrainer{name}" in working
     for name in refused:
         with pytest.raises(ValueError, match="regions_class_order") as info:
             make_trainer(getattr(trainers, name), regions=True)._build_loss()
         message = str(info.value)
         assert "Dataset990_Unit" in message and all(w in message for w in working), message
-    monkeypatch.setenv(LOSS_ENV, '{"name": "ce"}')
+    monkeypatch.setenv(LOSS_ENV, '{"name": "ce_kl"}')
     with pytest.raises(ValueError, match="nnUNetTrainerSegBalance with one of the losses .*gdl"):
         make_trainer(trainers.nnUNetTrainerSegBalance, regions=True)._build_loss()
     monkeypatch.setenv(LOSS_ENV, '{"name": "compound", "kwargs": {"terms": {"dice": 1, "combo": 1}}}')
@@ -164,7 +212,8 @@ def test_softmax_trainers_refuse_regions_naming_the_alternatives(results, monkey
 
 
 @pytest.mark.slow
-def test_region_dataset_plan_train_predict(tmp_path: Path) -> None:
+@pytest.mark.parametrize("trainer", ["nnUNetTrainerBoundary_debug", "nnUNetTrainerFocal_debug"])
+def test_region_dataset_plan_train_predict(tmp_path: Path, trainer: str) -> None:
     """BraTS-style regions (whole = {1, 2}, lesion = {2}) through plan → preprocess → train → predict."""
     sitk = pytest.importorskip("SimpleITK")
     import test_nnunet_e2e as e2e
@@ -174,10 +223,11 @@ def test_region_dataset_plan_train_predict(tmp_path: Path) -> None:
     folder = e2e.write_raw_dataset(
         tmp_path / "raw", dataset=dataset, labels=labels, extra={"regions_class_order": [1, 2]}
     )
-    trainer = "nnUNetTrainerBoundary_debug"
     out, fold = e2e.plan_train_predict(tmp_path, dataset_id, dataset, folder, trainer)
     train_log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
-    assert "regions True" in train_log and "alpha = 0.02" in train_log
+    assert "regions True" in train_log
+    if "Boundary" in trainer:
+        assert "alpha = 0.02" in train_log
     for i in range(2):
         pred = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"case{i:03d}.nii.gz")))
         truth = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "labelsTr" / f"case{i:03d}.nii.gz")))

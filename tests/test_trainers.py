@@ -212,7 +212,7 @@ def test_weights_equal_nnunet_trainer(results, monkeypatch, is_ddp):
 
 
 def test_region_dataset_refused_by_softmax_loss(results, monkeypatch):
-    monkeypatch.setenv(LOSS_ENV, '{"name": "ce"}')
+    monkeypatch.setenv(LOSS_ENV, '{"name": "ce_kl"}')
     trainer = make_trainer(nnUNetTrainerSegBalance, regions=True)
     assert trainer.label_manager.has_regions
     with pytest.raises(ValueError, match="regions_class_order") as info:
@@ -417,3 +417,107 @@ def test_docs_trainer_table_matches_the_generated_table():
             rows[cells[0]] = (cells[1], cells[3] == "✓")
     expected = {n: (s.loss, supports_multilabel(s.loss, s.kwargs)) for n, s in BUILTIN_TRAINERS.items()}
     assert rows == expected
+
+
+# ------------------------------------------------------------------------- plan's batch_dice, compiled losses
+
+
+def make_trainer_batch_dice(cls, batch_dice, **kwargs):
+    trainer_plans = copy.deepcopy(PLANS)
+    trainer_plans["configurations"]["3d_fullres"]["batch_dice"] = batch_dice
+    trainer_plans["continue_training"] = False
+    ignore, regions = kwargs.get("ignore", False), kwargs.get("regions", False)
+    return cls(trainer_plans, "3d_fullres", 0, dataset_json(ignore, regions), torch.device("cpu"))
+
+
+@pytest.mark.parametrize("batch_dice", [True, False])
+def test_batch_flag_follows_the_plans_batch_dice(results, monkeypatch, batch_dice):
+    """``batch`` of every loss (or term, or boundary pairing's region loss) that has one follows the plan's
+    ``configuration_manager.batch_dice``; an explicit ``batch`` in the loss arguments wins."""
+    gdl = make_trainer_batch_dice(trainers.nnUNetTrainerGDL, batch_dice)._build_loss().loss
+    assert gdl.batch is batch_dice
+    compound = make_trainer_batch_dice(trainers.nnUNetTrainerDFLDice, batch_dice)._build_loss().loss
+    assert compound.terms["dice"].batch is batch_dice
+    boundary = make_trainer_batch_dice(trainers.nnUNetTrainerBoundary, batch_dice)._build_loss().loss
+    assert all(scale.region_loss.batch is batch_dice for scale in boundary.losses.values())
+    dfl = make_trainer_batch_dice(trainers.nnUNetTrainerDFL, batch_dice)._build_loss().loss
+    assert not hasattr(dfl, "batch")  # no batch flag: nothing set
+    monkeypatch.setenv(LOSS_ENV, json.dumps({"name": "tversky", "kwargs": {"batch": not batch_dice}}))
+    explicit = make_trainer_batch_dice(nnUNetTrainerSegBalance, batch_dice)._build_loss().loss
+    assert explicit.batch is (not batch_dice)
+    # the values: the trainer's GDL is the registry loss with batch=batch_dice
+    trainer = make_trainer_batch_dice(trainers.nnUNetTrainerGDL, batch_dice)
+    trainer.enable_deep_supervision = False
+    logits, targets = inputs()
+    value = trainer._build_loss()(logits[0], targets[0])
+    torch.testing.assert_close(value, get("gdl", batch=batch_dice)(logits[0], targets[0]))
+    assert value != get("gdl", batch=not batch_dice)(logits[0], targets[0])
+    assert f"batch_dice {batch_dice}" in Path(trainer.log_file).read_text()
+
+
+@pytest.mark.parametrize("batch_dice", [True, False])
+def test_region_dice_with_plans_batch_dice_equals_nnunet_dice_term(results, monkeypatch, batch_dice):
+    """On a region dataset with ignore label, ``dice`` in the trainer = 1 + the Dice term of nnU-Net's own
+    ``nnUNetTrainer._build_loss`` (``DC_and_BCE_loss``'s ``MemoryEfficientSoftDiceLoss``, which gets the
+    plan's ``batch_dice``), for both values of ``batch_dice``."""
+    monkeypatch.setenv(LOSS_ENV, '{"name": "dice"}')
+    ours = make_trainer_batch_dice(nnUNetTrainerSegBalance, batch_dice, ignore=True, regions=True)
+    theirs = make_trainer_batch_dice(nnUNetTrainer, batch_dice, ignore=True, regions=True)
+    ours.enable_deep_supervision = theirs.enable_deep_supervision = False
+    dice_term = theirs._build_loss().dc
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 2, *SHAPES[0], generator=g)
+    y = torch.rand(2, 3, *SHAPES[0], generator=g) > 0.6
+    expected = 1 + dice_term(x, y[:, :-1], loss_mask=~y[:, -1:])
+    torch.testing.assert_close(ours._build_loss()(x, y), expected, rtol=1e-5, atol=1e-6)
+
+
+def loss_modules(loss):
+    """The segbalance loss modules inside a trainer's loss (through the wrappers, every scale)."""
+    from segbalance.nnunet_losses import RegionTargets, ScaleAwareLoss
+
+    while isinstance(loss, (DeepSupervisionWrapper, RegionTargets)):
+        loss = loss.loss
+    return list(loss.losses.values()) if isinstance(loss, ScaleAwareLoss) else [loss]
+
+
+def test_compile_loss_switch_compiles_every_loss_built(results, monkeypatch):
+    from segbalance.monai_losses import is_compiled
+    from segbalance.trainers.base import COMPILE_ENV
+
+    for name in ("nnUNetTrainerHDDT", "nnUNetTrainerDFLDice", "nnUNetTrainerBoundary"):
+        monkeypatch.delenv(COMPILE_ENV, raising=False)
+        eager = loss_modules(make_trainer(getattr(trainers, name))._build_loss())
+        assert not any(is_compiled(m) for m in eager)
+        monkeypatch.setenv(COMPILE_ENV, "1")
+        trainer = make_trainer(getattr(trainers, name), ignore=True)
+        modules = loss_modules(trainer._build_loss())
+        # the spacing-aware losses have one instance per deep-supervision scale, each compiled
+        assert len(modules) == (1 if name == "nnUNetTrainerDFLDice" else 4)
+        assert all(is_compiled(m) for m in modules)
+        assert f"compiled ({COMPILE_ENV})" in Path(trainer.log_file).read_text()
+    # instances built later (a shape first seen) are compiled too
+    scale_aware = make_trainer(trainers.nnUNetTrainerHDDT)._build_loss().loss
+    assert is_compiled(scale_aware.loss_for_shape((6, 6, 6)))
+    monkeypatch.setenv(COMPILE_ENV, "maybe")
+    with pytest.raises(ValueError, match=COMPILE_ENV):
+        make_trainer(trainers.nnUNetTrainerDFL)._build_loss()
+
+
+def test_compiled_trainer_loss_same_value_and_gradient(results, monkeypatch):
+    """``SEGBALANCE_COMPILE_LOSS=1``: the DFL trainer's loss (the one loss that gains on the CPU) gives the
+    eager value and gradient (one compilation, ~20 s on the CPU)."""
+    from segbalance.trainers.base import COMPILE_ENV
+
+    logits, targets = inputs(ignore_label=3)
+    results_ = []
+    for flag in ("0", "1"):
+        monkeypatch.setenv(COMPILE_ENV, flag)
+        trainer = make_trainer(trainers.nnUNetTrainerDFL, ignore=True)
+        trainer.enable_deep_supervision = False
+        x = logits[0].detach().clone().requires_grad_()
+        value = trainer._build_loss()(x, targets[0])
+        value.backward()
+        results_.append((value.detach(), x.grad))
+    torch.testing.assert_close(results_[1][0], results_[0][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(results_[1][1], results_[0][1], rtol=1e-4, atol=1e-7)

@@ -1,6 +1,7 @@
 """The MONAI convention flags of every registered loss as a table (docs/losses.md embeds it; a test keeps
 the two in step): what ``include_background=False`` does, the ``reduction="none"`` shape, and which losses
-have ``batch`` and all-gather batch statistics under DDP."""
+have ``batch`` and all-gather batch statistics under DDP, and which have a multi-label (per-channel sigmoid)
+form (nnU-Net's region datasets)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import inspect
 
 from segbalance.monai_losses.base import BACKGROUND_SCOPES
 from segbalance.monai_losses.inputs import NONE_SHAPES
-from segbalance.monai_losses.registry import loss_class, names
+from segbalance.monai_losses.registry import loss_class, multilabel_names, names
 
 __all__ = ["conventions_rows", "conventions_table"]
 
@@ -28,8 +29,10 @@ def _accepts(cls: type, name: str) -> bool:
 
 
 def conventions_rows() -> list[dict]:
-    """One row per registered loss: name, ``include_background`` scope, ``none`` shape, ``batch``, DDP."""
+    """One row per registered loss: name, ``include_background`` scope, ``none`` shape, ``batch``, DDP,
+    multi-label form (``True``, ``False`` or ``"terms"`` for ``compound``: when all its terms have one)."""
     rows = []
+    multilabel = set(multilabel_names())
     for name in names():
         cls = loss_class(name)
         scope = getattr(cls, "background_scope", "channels")
@@ -42,6 +45,7 @@ def conventions_rows() -> list[dict]:
                 "none": NONE_SHAPES[style],
                 "batch": _accepts(cls, "batch"),
                 "ddp": getattr(cls, "ddp_statistics", ""),
+                "multilabel": "terms" if name == "compound" else name in multilabel,
             }
         )
     return rows
@@ -49,12 +53,16 @@ def conventions_rows() -> list[dict]:
 
 def conventions_table() -> str:
     """The markdown table of :func:`conventions_rows` (as in docs/losses.md)."""
-    head = '| loss | `include_background=False` | `reduction="none"` | shape as | `batch` | DDP-pooled |'
-    lines = [head, "|---|---|---|---|---|---|"]
+    head = (
+        '| loss | `include_background=False` | `reduction="none"` | shape as | `batch` | DDP-pooled '
+        "| multi-label |"
+    )
+    lines = [head, "|---|---|---|---|---|---|---|"]
+    labels = {True: "yes", False: "—", "terms": "if all terms"}
     for r in conventions_rows():
         shape, _, like = r["none"].partition(" — ")
         lines.append(
             f"| `{r['loss']}` | {r['include_background']} | {shape} | {like or 'segbalance'} "
-            f"| {'yes' if r['batch'] else '—'} | {r['ddp'] or '—'} |"
+            f"| {'yes' if r['batch'] else '—'} | {r['ddp'] or '—'} | {labels[r['multilabel']]} |"
         )
     return "\n".join(lines)

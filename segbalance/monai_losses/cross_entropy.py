@@ -32,6 +32,8 @@ __all__ = [
     "voxel_ce_terms",
     "class_counts",
     "inverse_frequency_weights",
+    "multilabel_ce_terms",
+    "multilabel_class_counts",
 ]
 
 
@@ -55,15 +57,78 @@ def voxel_cross_entropy(p: Prepared, weight: Tensor | None = None) -> Tensor:
     return voxel_ce_terms(p, weight).sum(1)
 
 
+def _channel_view(t: Tensor, ref: Tensor) -> Tensor:
+    """``(R,)`` per-channel values viewed to broadcast against ``(B, R, *spatial)``."""
+    return t.to(ref).view(1, -1, *([1] * (ref.ndim - 2)))
+
+
+def multilabel_ce_terms(p: Prepared, weight: Tensor | None = None) -> Tensor:
+    """Per-channel binary cross-entropy with logits ``−[w₁ y log σ(x) + w₀ (1 − y) log(1 − σ(x))]``
+    ``(B, R, *spatial)`` of a multi-label (per-channel sigmoid) input, from ``logsigmoid(±x)`` (stable).
+
+    ``weight``: ``None`` or ``(R, 2)`` per-channel ``[w₀, w₁]`` (negative, positive) weights. Each channel is
+    the two-class problem ``[1 − σ(x), σ(x)]``, the same as a binary ``C == 1`` task.
+    """
+    y = p.onehot
+    log_pos, log_neg = torch.nn.functional.logsigmoid(p.logits), torch.nn.functional.logsigmoid(-p.logits)
+    if weight is None:
+        return -(y * log_pos + (1.0 - y) * log_neg)
+    w = weight.to(p.logits)
+    return -(_channel_view(w[:, 1], y) * y * log_pos + _channel_view(w[:, 0], y) * (1.0 - y) * log_neg)
+
+
+def multilabel_class_counts(p: Prepared) -> Tensor:
+    """``(R, 2)`` voxel counts ``[negatives, positives]`` per channel of a multi-label input, over the
+    batch's valid voxels, summed over DDP ranks (detached)."""
+    with torch.no_grad():
+        dims = [0, *range(2, p.onehot.ndim)]
+        pos = p.onehot.sum(dim=dims)
+        n = p.onehot[:, 0].numel() if p.valid is None else p.valid.sum().to(pos)
+        counts = torch.stack([n - pos, pos], dim=1)
+    return all_reduce_sum(counts)
+
+
 class _VoxelLoss(SegLoss):
     """A per-voxel loss: ``include_background=False`` drops class 0's term from the class sum (the
-    softmax stays over all channels), ``reduction="none"`` gives the per-class terms ``(B, C', *spatial)``."""
+    softmax stays over all channels), ``reduction="none"`` gives the per-class terms ``(B, C', *spatial)``.
+
+    Multi-label inputs (``sigmoid=True`` with ``C > 1``, nnU-Net's regions; :attr:`Prepared.multilabel`),
+    for the losses that have that form: each channel is its own binary problem and its term is that
+    channel's whole binary loss; ``mean`` averages over the valid voxels *and* the scored channels (as
+    ``torch.nn.functional.binary_cross_entropy_with_logits`` and MONAI's ``FocalLoss(use_softmax=False)``),
+    ``sum`` sums over both, ``none`` gives the terms ``(B, C', *spatial)``; ``include_background=False``
+    drops channel 0 (as MONAI's sigmoid ``FocalLoss``)."""
 
     background_scope = "class_sum"
     none_style = "voxel"
+    #: the loss has the multi-label form above (its ``forward_prepared`` branches on ``p.multilabel``)
+    multilabel_form = False
+
+    def multilabel_channels(self) -> slice:
+        """The channels a multi-label input scores: all, or ``1:`` with ``include_background=False``."""
+        return slice(0, None) if self.include_background else slice(1, None)
+
+    def reduce_multilabel(self, terms: Tensor, p: Prepared) -> Tensor:
+        """``reduction`` of per-channel binary terms ``(B, R, *spatial)`` of a multi-label input."""
+        terms = terms[:, self.multilabel_channels()]
+        if self.reduction == "none":
+            return terms if p.valid is None else torch.where(p.valid.unsqueeze(1), terms, terms.new_zeros(()))
+        value = reduce_voxels(terms.sum(1), p.valid, self.reduction)
+        return value / terms.shape[1] if self.reduction == "mean" else value
+
+    def _channel_mean(self, p: Prepared) -> bool:
+        return self.multilabel_form and p.multilabel and self.none_style == "voxel"
+
+    def mean_of_none(self, value: Tensor, p: Prepared) -> Tensor:
+        mean = super().mean_of_none(value, p)
+        return mean / value.shape[1] if self._channel_mean(p) else mean
+
+    def per_image(self, value: Tensor, p: Prepared) -> Tensor:
+        out = super().per_image(value, p)
+        return out / value.shape[1] if self._channel_mean(p) else out
 
 
-@register("ce")
+@register("ce", multilabel=True)
 class CrossEntropyLoss(_VoxelLoss):
     """Cross-entropy ``L = −(1/N) Σ_v Σ_c y_{v,c} log z_{v,c}`` (Hossain et al. 2021, Eq. 1; Ma 2020, Eq. 1).
 
@@ -71,6 +136,12 @@ class CrossEntropyLoss(_VoxelLoss):
     ``torch.nn.functional.cross_entropy`` with ``ignore_index`` (mean over non-ignored voxels).
     ``include_background=False`` drops class 0's term ``−y_0 log z_0`` (background voxels then cost 0 but
     still count in ``N``); ``reduction="none"`` gives the terms ``−y_c log z_c`` ``(B, C', *spatial)``.
+
+    Multi-label (``sigmoid=True`` with ``C > 1``, nnU-Net's regions): per-channel binary cross-entropy with
+    logits ``−[y log σ(x) + (1 − y) log(1 − σ(x))]`` from ``logsigmoid``, mean over valid voxels and
+    channels: ``torch.nn.functional.binary_cross_entropy_with_logits`` (and nnU-Net's BCE term of
+    ``DC_and_BCE_loss`` without ignore label; with one, nnU-Net divides the channel sum by the valid voxels
+    only, ``C ×`` ours). Each channel equals the binary ``C == 1`` loss on it.
 
     Example:
         >>> import torch
@@ -81,7 +152,11 @@ class CrossEntropyLoss(_VoxelLoss):
         1.0986
     """
 
+    multilabel_form = True
+
     def forward_prepared(self, p: Prepared) -> Tensor:
+        if p.multilabel:
+            return self.reduce_multilabel(multilabel_ce_terms(p), p)
         return self.reduce_terms(voxel_ce_terms(p, self.class_mask(p)), p)
 
 
@@ -112,16 +187,16 @@ def inverse_frequency_weights(counts: Tensor) -> Tensor:
     The "balanced" inverse-frequency weighting of the WCE baseline (Hossain et al. 2021, Eq. 3, ``w_i``
     inversely related to the pixel count of class ``i``): it is normalised so that ``Σ_c w_c n_c = N``, i.e.
     the weights average to 1 over the voxels and the loss keeps CE's scale. Absent classes have no voxels, so
-    their weight does not enter the loss.
+    their weight does not enter the loss. ``counts`` may be ``(…, K)``: one set of weights per row (the
+    per-channel ``[negatives, positives]`` of a multi-label input).
     """
     present = counts > 0
-    n_present = present.sum().clamp_min(1)
-    return torch.where(
-        present, counts.sum() / (n_present * counts.clamp_min(1e-12)), torch.zeros_like(counts)
-    )
+    n_present = present.sum(-1, keepdim=True).clamp_min(1)
+    total = counts.sum(-1, keepdim=True)
+    return torch.where(present, total / (n_present * counts.clamp_min(1e-12)), torch.zeros_like(counts))
 
 
-@register("wce")
+@register("wce", multilabel=True)
 class WeightedCrossEntropyLoss(_VoxelLoss):
     """Weighted cross-entropy ``L = Σ_n w_{y_n} ℓ_n / Σ_n w_{y_n}``, ``ℓ_n = −log z_{y_n,n}``.
 
@@ -134,6 +209,10 @@ class WeightedCrossEntropyLoss(_VoxelLoss):
     ``sum`` / ``none`` return ``Σ_n w ℓ`` / the terms ``w_c ℓ_c`` ``(B, C', *spatial)``.
     ``include_background=False`` drops class 0's term; the normaliser ``Σ_n w_{y_n}`` is unchanged.
 
+    Multi-label (``sigmoid=True`` with ``C > 1``): ``C`` independent binary problems, each the binary
+    ``C == 1`` loss of its channel (weights ``[negative, positive]``: from the channel's counts, or the two
+    given values for every channel), averaged over the channels.
+
     Example:
         >>> import torch
         >>> loss = WeightedCrossEntropyLoss(weight=[1.0, 3.0])
@@ -144,6 +223,7 @@ class WeightedCrossEntropyLoss(_VoxelLoss):
     """
 
     ddp_statistics = "class counts (detached)"
+    multilabel_form = True
 
     def __init__(self, weight: Sequence[float] | Tensor | str = "inverse_frequency", **kwargs) -> None:
         super().__init__(**kwargs)
@@ -154,11 +234,38 @@ class WeightedCrossEntropyLoss(_VoxelLoss):
         self.weight = weight
 
     def class_weights(self, p: Prepared) -> Tensor:
+        """``(K,)`` class weights; multi-label: ``(R, 2)`` per-channel ``[negative, positive]`` weights."""
+        if p.multilabel:
+            if isinstance(self.weight, str):
+                return inverse_frequency_weights(multilabel_class_counts(p))
+            t = torch.as_tensor(self.weight, dtype=torch.float32).flatten()
+            if t.numel() != 2:
+                raise ValueError(
+                    "weight of a multi-label (per-channel sigmoid) input must be two values [negative, "
+                    f"positive], used for every channel, got {t.numel()}"
+                )
+            return _class_weights(t, 2).expand(p.num_classes, 2)
         if isinstance(self.weight, str):
             return inverse_frequency_weights(class_counts(p))
         return _class_weights(self.weight, p.num_classes)
 
+    def _forward_multilabel(self, p: Prepared) -> Tensor:
+        # R independent binary WCE problems: per channel Σ_n w ℓ / Σ_n w, then the mean over channels
+        w = self.class_weights(p).to(p.logits)
+        terms = multilabel_ce_terms(p, w)
+        if self.reduction != "mean":
+            return self.reduce_multilabel(terms, p)
+        y = p.onehot
+        voxel_w = _channel_view(w[:, 1], y) * y + _channel_view(w[:, 0], y) * (1.0 - y)
+        if p.valid is not None:
+            terms, voxel_w = terms * p.valid_float, voxel_w * p.valid_float
+        dims = [0, *range(2, y.ndim)]
+        per_channel = terms.sum(dims) / voxel_w.sum(dims).clamp_min(1e-12)
+        return per_channel[self.multilabel_channels()].mean()
+
     def forward_prepared(self, p: Prepared) -> Tensor:
+        if p.multilabel:
+            return self._forward_multilabel(p)
         w = self.class_weights(p).to(p.logits)
         terms = voxel_ce_terms(p, _mask_weight(w, self.class_mask(p)))
         if self.reduction != "mean":

@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
@@ -29,6 +30,8 @@ __all__ = [
     "focal_terms",
     "dual_cross_entropy_terms",
     "dual_focal_terms",
+    "sigmoid_focal_terms",
+    "sigmoid_dual_focal_terms",
 ]
 
 
@@ -99,11 +102,44 @@ def dual_focal_terms(
     return -y * lz - beta * (1.0 - y) * log_neg + alpha * err**gamma
 
 
+def sigmoid_focal_terms(logits: Tensor, y: Tensor, gamma: float, alpha: Tensor | None = None) -> Tensor:
+    """Per-channel sigmoid focal terms ``−[a₁ y (1 − σ)^γ log σ + a₀ (1 − y) σ^γ log(1 − σ)]`` ``(B, R, …)``
+    of a multi-label input (Lin et al.'s binary focal loss per channel), ``σ = sigmoid(x)``.
+
+    ``log σ`` and ``log(1 − σ)`` are ``logsigmoid(±x)``; the modulating factors are ``exp(γ·logsigmoid(∓x))``
+    (finite with a finite gradient for saturated logits, any ``γ ≥ 0``). ``alpha``: ``None`` or
+    ``[a₀, a₁]`` (negative, positive) for every channel. Plain autograd (twice differentiable).
+    """
+    log_pos, log_neg = F.logsigmoid(logits), F.logsigmoid(-logits)
+    pos, neg = y * log_pos, (1.0 - y) * log_neg
+    if gamma != 0:
+        pos, neg = pos * torch.exp(gamma * log_neg), neg * torch.exp(gamma * log_pos)
+    if alpha is not None:
+        a = alpha.to(logits)
+        pos, neg = pos * a[1], neg * a[0]
+    return -(pos + neg)
+
+
+def sigmoid_dual_focal_terms(
+    logits: Tensor, y: Tensor, alpha: float, beta: float, gamma: float, rho: float
+) -> Tensor:
+    """Per-channel Dual Focal terms of a multi-label input, ``z = σ(x)`` per channel (one-vs-rest):
+    ``−y log z − β (1 − y) log(ρ − z) + α |y − z|^γ`` ``(B, R, …)``; ``log z`` and, for ``ρ = 1``,
+    ``log(1 − z)`` from ``logsigmoid(±x)``. Plain autograd (twice differentiable)."""
+    log_pos = F.logsigmoid(logits)
+    z = torch.sigmoid(logits)
+    log_neg = F.logsigmoid(-logits) if rho == 1.0 else torch.log(rho - z)
+    err = (y - z).abs()
+    if gamma < 1:
+        err = err.clamp_min(1e-12)
+    return -y * log_pos - beta * (1.0 - y) * log_neg + alpha * err**gamma
+
+
 def _masked(t: Tensor, mask: Tensor | None) -> Tensor:
     return t if mask is None else t * _per_class(mask, t)
 
 
-@register("focal")
+@register("focal", multilabel=True)
 class FocalLoss(_VoxelLoss):
     """Softmax focal loss ``L = −(1/N) Σ_n Σ_i α_i y_{i,n} (1 − z_{i,n})^γ log z_{i,n}``.
 
@@ -119,12 +155,21 @@ class FocalLoss(_VoxelLoss):
     MONAI drops channel 0 *before* its softmax, so the two agree only when the background logit is very
     negative (tested).
 
+    Multi-label (``sigmoid=True`` with ``C > 1``, nnU-Net's regions): the sigmoid focal loss per channel,
+    ``−[α₁ y (1 − σ)^γ log σ + α₀ (1 − y) σ^γ log(1 − σ)]`` (:func:`sigmoid_focal_terms`), mean over valid
+    voxels and channels; ``alpha`` is then ``[α₀, α₁]`` (negative, positive) or a scalar for both. Equal to
+    ``monai.losses.FocalLoss(use_softmax=False, gamma=γ)`` and to ``torchvision.ops.sigmoid_focal_loss``
+    (their ``alpha=a`` is ours ``[1 − a, a]``) for 0/1 targets; each channel equals the binary ``C == 1``
+    loss on it.
+
     Example:
         >>> import torch
         >>> loss = FocalLoss(gamma=0.0)  # γ = 0 is cross-entropy
         >>> round(float(loss(torch.zeros(1, 2, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.long))), 4)
         0.6931
     """
+
+    multilabel_form = True
 
     def __init__(self, gamma: float = 2.0, alpha: float | Sequence[float] | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -134,6 +179,9 @@ class FocalLoss(_VoxelLoss):
         self.alpha = alpha
 
     def forward_prepared(self, p: Prepared) -> Tensor:
+        if p.multilabel:
+            alpha = _class_vector(self.alpha, 2, "alpha of a multi-label input ([negative, positive])")
+            return self.reduce_multilabel(sigmoid_focal_terms(p.logits, p.onehot, self.gamma, alpha), p)
         alpha = _class_vector(self.alpha, p.num_classes, "alpha")
         y = p.onehot if alpha is None else p.onehot * _per_class(alpha, p.onehot)
         y = _masked(y, self.class_mask(p))
@@ -345,7 +393,7 @@ class _DualFocalMap(torch.autograd.Function):
         return grad_output.unsqueeze(1) * grad, None, None, None, None, None, None
 
 
-@register("dfl")
+@register("dfl", multilabel=True)
 class DualFocalLoss(_VoxelLoss):
     """Dual Focal Loss, Hossain et al. 2021, Eq. 6–8 with the sign of Eq. 7 / Appendix B (DESIGN §3):
 
@@ -361,6 +409,13 @@ class DualFocalLoss(_VoxelLoss):
     The gradient is the paper's closed form (:class:`_DualFocalMap`), computed with the loss in one pass;
     the tests check it against autograd of the equation in float64.
 
+    Multi-label (``sigmoid=True`` with ``C > 1``, nnU-Net's regions), a reading: the paper's loss is a sum
+    of one-vs-rest terms per class on the probabilities; with a sigmoid probability ``z = σ(x)`` per channel
+    each channel keeps its own term, ``−y log z − β (1 − y) log(ρ − z) + α |y − z|^γ``
+    (:func:`sigmoid_dual_focal_terms`; ``β = ρ = 1``: BCE + ``α|y − z|^γ``), mean over valid voxels and
+    channels, plain autograd. A binary ``C == 1`` task keeps the two-class softmax form ``[1 − σ, σ]``
+    (both classes' terms), so a one-channel input is not the one-channel case of this form.
+
     Example:
         >>> import torch
         >>> loss = DualFocalLoss()
@@ -368,6 +423,8 @@ class DualFocalLoss(_VoxelLoss):
         >>> round(float(v), 4)  # log 2 + log 2 + 2 · 0.5
         2.3863
     """
+
+    multilabel_form = True
 
     def __init__(
         self, alpha: float = 1.0, beta: float = 1.0, gamma: float = 1.0, rho: float = 1.0, **kwargs
@@ -382,10 +439,14 @@ class DualFocalLoss(_VoxelLoss):
         self.alpha, self.beta, self.gamma, self.rho = float(alpha), float(beta), float(gamma), float(rho)
 
     def forward_prepared(self, p: Prepared) -> Tensor:
-        if p.activation != "softmax":
-            raise ValueError("DualFocalLoss needs softmax activation (the paper's z = softmax(u))")
-        mask = self.class_mask(p)
         params = (self.alpha, self.beta, self.gamma, self.rho)
+        if p.multilabel:
+            return self.reduce_multilabel(sigmoid_dual_focal_terms(p.logits, p.onehot, *params), p)
+        if p.activation != "softmax":
+            raise ValueError(
+                "DualFocalLoss needs logits: softmax (the paper's z = softmax(u)) or per-channel sigmoid"
+            )
+        mask = self.class_mask(p)
         if self.reduction == "none":
             return self.reduce_terms(_masked(dual_focal_terms(p.logits, p.onehot, *params), mask), p)
         loss_map = _DualFocalMap.apply(p.logits, p.onehot, mask, *params)

@@ -136,6 +136,12 @@ class Prepared:
         return self.logits.shape[1]
 
     @property
+    def multilabel(self) -> bool:
+        """Per-channel sigmoid over ``C > 1`` channels (nnU-Net regions): each channel is its own binary
+        problem. Binary ``C == 1`` tasks are expanded to the two-class softmax and are not multi-label."""
+        return self.activation == "sigmoid"
+
+    @property
     def valid_float(self) -> Tensor | None:
         """``valid`` as ``(B, 1, *spatial)`` float, for broadcasting against ``(B, K, …)`` tensors."""
         return None if self.valid is None else self.valid.unsqueeze(1).float()

@@ -5,7 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from segbalance.monai_losses.cross_entropy import _mask_weight, _VoxelLoss, voxel_ce_terms
+from segbalance.monai_losses.cross_entropy import (
+    _mask_weight,
+    _VoxelLoss,
+    multilabel_ce_terms,
+    voxel_ce_terms,
+)
 from segbalance.monai_losses.distributed import all_reduce_sum
 from segbalance.monai_losses.inputs import Prepared
 from segbalance.monai_losses.registry import register
@@ -13,8 +18,27 @@ from segbalance.monai_losses.registry import register
 __all__ = ["RecallLoss", "recall_loss", "recall_counts"]
 
 
+def _multilabel_recall_counts(p: Prepared) -> tuple[Tensor, Tensor]:
+    # per channel the binary problem's two classes [negative, positive], prediction σ(x) > 0.5 (x > 0)
+    y = p.onehot  # zero at ignored voxels
+    pred = (p.logits > 0).to(y)
+    neg = 1.0 - y if p.valid is None else (1.0 - y) * p.valid_float
+    dims = [0, *range(2, y.ndim)]
+    tp = torch.stack([(neg * (1.0 - pred)).sum(dims), (y * pred).sum(dims)], dim=1)
+    fn = torch.stack([(neg * pred).sum(dims), (y * (1.0 - pred)).sum(dims)], dim=1)
+    return tp, fn
+
+
 def recall_counts(p: Prepared) -> tuple[Tensor, Tensor]:
-    """``(TP_c, FN_c)`` per class over the valid voxels (arg-max prediction), detached, all-reduced."""
+    """``(TP_c, FN_c)`` per class over the valid voxels (arg-max prediction), detached, all-reduced.
+
+    Multi-label inputs: ``(R, 2)`` counts per channel for its classes ``[negative, positive]``, from the
+    prediction ``σ(x) > 0.5`` (the negative class's TP/FN are the channel's TN/FP).
+    """
+    if p.multilabel:
+        with torch.no_grad():
+            tp, fn = _multilabel_recall_counts(p)
+        return all_reduce_sum(tp), all_reduce_sum(fn)
     with torch.no_grad():
         k = p.num_classes
         pred = p.logits.argmax(1)
@@ -27,7 +51,7 @@ def recall_counts(p: Prepared) -> tuple[Tensor, Tensor]:
     return all_reduce_sum(tp), all_reduce_sum(fn)
 
 
-@register("recall")
+@register("recall", multilabel=True)
 class RecallLoss(_VoxelLoss):
     """Recall loss, Tian et al. 2022, Eq. 5: ``L = −(1/N) Σ_n w_{y_n} log z_{y_n,n}``, ``w_c = FN_c / (FN_c +
     TP_c)``.
@@ -46,6 +70,11 @@ class RecallLoss(_VoxelLoss):
     the value is irrelevant without ``ema``; with ``ema`` their averaged counts are used. A batch that is
     predicted perfectly has all weights 0 and loss 0 (the paper's definition; pair it with CE if needed).
 
+    Multi-label (``sigmoid=True`` with ``C > 1``, nnU-Net's regions): each channel is the binary ``C == 1``
+    recall loss on it, ``−[w₁ y log σ + w₀ (1 − y) log(1 − σ)]`` with ``w₁ = FN/(FN + TP)`` of the
+    channel's positives and ``w₀ = FP/(FP + TN)`` of its negatives, counted from ``σ(x) > 0.5`` over the
+    batch; mean over valid voxels and channels. The EMA buffers then hold ``(R, 2)`` counts.
+
     Example:
         >>> import torch
         >>> loss = RecallLoss()
@@ -57,6 +86,7 @@ class RecallLoss(_VoxelLoss):
     """
 
     ddp_statistics = "TP/FN counts (detached)"
+    multilabel_form = True
 
     def __init__(self, ema: float | None = None, eps: float = 1e-7, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -103,6 +133,8 @@ class RecallLoss(_VoxelLoss):
 
     def forward_prepared(self, p: Prepared) -> Tensor:
         w = self.class_weights(p).to(p.logits)
+        if p.multilabel:
+            return self.reduce_multilabel(multilabel_ce_terms(p, w), p)
         return self.reduce_terms(voxel_ce_terms(p, _mask_weight(w, self.class_mask(p))), p)
 
 

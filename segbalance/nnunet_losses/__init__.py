@@ -15,7 +15,9 @@ require("nnunetv2", needed_for="segbalance.nnunet_losses (nnU-Net v2 adapters)")
 from segbalance.nnunet_losses.adapter import (
     RegionTargets,
     ScaleAwareLoss,
+    accepts_kwarg,
     accepts_spacing,
+    batch_dice_kwargs,
     build_nnunet_loss,
     check_regions_supported,
     loss_schedulers,
@@ -26,7 +28,9 @@ from segbalance.nnunet_losses.deep_supervision import deep_supervision_weights
 __all__ = [
     "RegionTargets",
     "ScaleAwareLoss",
+    "accepts_kwarg",
     "accepts_spacing",
+    "batch_dice_kwargs",
     "build_nnunet_loss",
     "check_regions_supported",
     "deep_supervision_weights",

@@ -8,7 +8,9 @@ per-channel sigmoid, the ignore label then being an extra last channel (``True``
 :func:`build_nnunet_loss` turns a registered loss name into that callable: ``ignore_index`` set to the
 ignore label (or :class:`RegionTargets` for regions), spacing-aware losses given the voxel spacing of each
 scale, and nnU-Net's own :class:`~nnunetv2.training.loss.deep_supervision.DeepSupervisionWrapper` with the
-weights of ``nnUNetTrainer._build_loss`` around it.
+weights of ``nnUNetTrainer._build_loss`` around it. The plan's ``batch_dice`` sets ``batch`` of the losses
+that have it (:func:`batch_dice_kwargs`), and ``compile_losses`` compiles every segbalance loss built
+(:func:`~segbalance.monai_losses.compile_loss`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from segbalance.monai_losses import get, loss_class
+from segbalance.monai_losses import compile_loss, get, loss_class
 from segbalance.monai_losses.inputs import float32_math
 from segbalance.monai_losses.registry import multilabel_names, supports_multilabel
 from segbalance.monai_losses.schedules import loss_schedulers
@@ -33,14 +35,47 @@ __all__ = [
     "check_regions_supported",
     "loss_schedulers",
     "accepts_spacing",
+    "accepts_kwarg",
+    "batch_dice_kwargs",
     "region_loss_kwargs",
 ]
 
 
+def accepts_kwarg(name: str, kwarg: str) -> bool:
+    """Whether the registered loss ``name`` takes the constructor argument ``kwarg`` (in any class of
+    its MRO)."""
+    cls = loss_class(name)
+    return any(kwarg in inspect.signature(c.__init__).parameters for c in cls.__mro__ if c is not object)
+
+
 def accepts_spacing(name: str) -> bool:
     """Whether the registered loss ``name`` takes a ``spacing`` argument (distance-based losses)."""
+    return accepts_kwarg(name, "spacing")
+
+
+def batch_dice_kwargs(name: str, loss_kwargs: dict | None, batch_dice: bool) -> dict:
+    """``loss_kwargs`` with ``batch`` set to nnU-Net's ``batch_dice`` (``configuration_manager.batch_dice``,
+    which nnU-Net passes to its Dice term) wherever the loss has a ``batch`` flag and the arguments do not
+    set it: the loss itself, each ``compound`` term (in its ``kwargs``), the region part of a boundary
+    pairing (``region_kwargs``). An explicit ``batch`` always wins."""
+    kwargs = dict(loss_kwargs or {})
     cls = loss_class(name)
-    return any("spacing" in inspect.signature(c.__init__).parameters for c in cls.__mro__ if c is not object)
+    if accepts_kwarg(name, "batch"):
+        kwargs.setdefault("batch", bool(batch_dice))
+    elif cls.registry_name == "compound" and isinstance(kwargs.get("terms"), dict):
+        from segbalance.monai_losses.compound import _term_spec
+
+        terms = {}
+        for term, spec in kwargs["terms"].items():
+            weight, term_kwargs = _term_spec(term, spec)
+            terms[term] = {"weight": weight, "kwargs": batch_dice_kwargs(term, term_kwargs, batch_dice)}
+        kwargs["terms"] = terms
+    elif getattr(cls, "region", "") and accepts_kwarg(name, "region_kwargs"):
+        region = dict(kwargs.get("region_kwargs") or {})
+        if accepts_kwarg(cls.region, "batch"):
+            region.setdefault("batch", bool(batch_dice))
+            kwargs["region_kwargs"] = region
+    return kwargs
 
 
 def check_regions_supported(
@@ -107,7 +142,8 @@ class ScaleAwareLoss(nn.Module):
     (nnU-Net's deep-supervision outputs are the patch downsampled by the pooling factors, so the ratio is
     the cumulative pooling factor). One loss instance per distinct spacing is built by ``get(name,
     spacing=…, **kwargs)`` (those of ``scales`` at once, others when first seen); instances with a
-    ``scheduler`` (boundary pairings) all share the first one's, so setting it moves every scale.
+    ``scheduler`` (boundary pairings) all share the first one's, so setting it moves every scale. With
+    ``compile=True`` every instance is compiled (:func:`~segbalance.monai_losses.compile_loss`) when built.
     """
 
     def __init__(
@@ -116,9 +152,11 @@ class ScaleAwareLoss(nn.Module):
         spacing: Sequence[float],
         reference_shape: Sequence[int],
         scales: Sequence[Sequence[float]] | None = None,
+        compile: bool = False,
         **kwargs,
     ) -> None:
         super().__init__()
+        self.compile = bool(compile)
         if len(spacing) != len(reference_shape):
             raise ValueError(
                 f"spacing {tuple(spacing)} and reference_shape {tuple(reference_shape)} differ in length"
@@ -150,7 +188,7 @@ class ScaleAwareLoss(nn.Module):
                     self.scheduler = loss.scheduler
                 else:
                     loss.scheduler = self.scheduler
-            self.losses[key] = loss
+            self.losses[key] = compile_loss(loss) if self.compile else loss
         return self.losses[key]
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -169,6 +207,8 @@ def build_nnunet_loss(
     spacing: Sequence[float] | None = None,
     patch_size: Sequence[int] | None = None,
     dataset_name: str = "this dataset",
+    batch_dice: bool | None = None,
+    compile_losses: bool = False,
 ) -> nn.Module:
     """The nnU-Net training loss for the registered segbalance loss ``name``.
 
@@ -184,10 +224,16 @@ def build_nnunet_loss(
             of :func:`deep_supervision_weights` (``is_ddp``/``compiled`` select its multi-GPU safeguard).
         spacing, patch_size: the configuration's voxel spacing (array order) and patch size, required by
             spacing-aware losses (boundary, hd_dt, …); each deep-supervision scale gets its own spacing.
+        batch_dice: the plan's ``configuration_manager.batch_dice``; ``batch`` of the losses that have one
+            follows it unless ``loss_kwargs`` set it (:func:`batch_dice_kwargs`). ``None``: left alone.
+        compile_losses: compile every segbalance loss built (each scale's instance of a spacing-aware
+            loss too) with :func:`~segbalance.monai_losses.compile_loss`: same values and gradients.
     """
     from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 
     kwargs = dict(loss_kwargs or {})
+    if batch_dice is not None:
+        kwargs = batch_dice_kwargs(name, kwargs, batch_dice)
     if has_regions:
         check_regions_supported(name, kwargs, dataset_name)
         kwargs = region_loss_kwargs(kwargs)
@@ -196,9 +242,13 @@ def build_nnunet_loss(
     if accepts_spacing(name) and "spacing" not in kwargs:
         if spacing is None or patch_size is None:
             raise ValueError(f"loss {name!r} is spacing-aware: pass the configuration's spacing, patch_size")
-        loss: nn.Module = ScaleAwareLoss(name, spacing, patch_size, deep_supervision_scales, **kwargs)
+        loss: nn.Module = ScaleAwareLoss(
+            name, spacing, patch_size, deep_supervision_scales, compile=compile_losses, **kwargs
+        )
     else:
         loss = get(name, **kwargs)
+        if compile_losses:
+            loss = compile_loss(loss)
     if has_regions:
         loss = RegionTargets(loss, has_ignore=ignore_label is not None)
     if deep_supervision_scales is not None:

@@ -14,9 +14,23 @@ from torch import nn
 from segbalance.monai_losses.schedules import set_schedulers_epoch
 from segbalance.nnunet_losses import build_nnunet_loss
 
-__all__ = ["SegBalanceTrainer", "loss_state_file"]
+__all__ = ["SegBalanceTrainer", "loss_state_file", "compile_loss_requested", "COMPILE_ENV"]
 
 LOSS_STATE_SUFFIX = ".segbalance_loss.pt"
+#: ``SEGBALANCE_COMPILE_LOSS=1``: the trainers compile their segbalance losses (nnU-Net's own
+#: ``nnUNet_compile`` compiles the network only)
+COMPILE_ENV = "SEGBALANCE_COMPILE_LOSS"
+
+
+def compile_loss_requested() -> bool:
+    """Whether ``SEGBALANCE_COMPILE_LOSS`` asks for compiled losses (``1/true/yes/on``; unset, empty or
+    ``0/false/no/off``: no); ``ValueError`` on any other value."""
+    value = os.environ.get(COMPILE_ENV, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{COMPILE_ENV} must be 1/true/yes/on or 0/false/no/off, got {value!r}")
 
 
 def loss_state_file(checkpoint_file: str) -> str:
@@ -38,6 +52,10 @@ class SegBalanceTrainer(nnUNetTrainer):
       DDP safeguard), logged;
     * per-epoch schedules (boundary pairings' α = start + epoch·step): set from ``current_epoch`` in
       ``on_train_epoch_start``, so a resumed run (``--c``) continues them without any saved state;
+    * the plan's ``batch_dice`` (``configuration_manager.batch_dice``, nnU-Net's switch for its Dice term):
+      the ``batch`` flag of the losses that have one follows it unless the loss arguments set ``batch``;
+    * ``SEGBALANCE_COMPILE_LOSS=1``: every segbalance loss built (each deep-supervision scale's instance of
+      a spacing-aware loss too) is compiled by :func:`~segbalance.monai_losses.compile_loss`;
     * loss tensors that are real state (e.g. the recall loss's EMA counts with ``ema``): written beside each
       checkpoint as ``<checkpoint>.segbalance_loss.pt`` (tensors only, read with ``weights_only=True``) and
       restored by ``load_checkpoint``. nnU-Net's checkpoint itself is left as nnU-Net writes it.
@@ -57,6 +75,8 @@ class SegBalanceTrainer(nnUNetTrainer):
         """Build the registered loss ``name`` for this trainer's dataset and configuration."""
         lm = self.label_manager
         dataset = f"dataset {self.plans_manager.dataset_name!r}"
+        compile_losses = compile_loss_requested()
+        batch_dice = bool(self.configuration_manager.batch_dice)
         if lm.has_regions:
             from segbalance.monai_losses.registry import supports_multilabel
 
@@ -73,12 +93,15 @@ class SegBalanceTrainer(nnUNetTrainer):
             spacing=self.configuration_manager.spacing,
             patch_size=self.configuration_manager.patch_size,
             dataset_name=dataset,
+            batch_dice=batch_dice,
+            compile_losses=compile_losses,
         )
         self.segbalance_loss_config = {"name": name, "kwargs": loss_kwargs}
         self.print_to_log_file(
             f"segbalance loss: {json.dumps(self.segbalance_loss_config, default=str)} "
             f"(ignore label {lm.ignore_label}, regions {lm.has_regions}, "
-            f"deep supervision {self.enable_deep_supervision})"
+            f"deep supervision {self.enable_deep_supervision}, batch_dice {batch_dice}"
+            f"{', compiled (' + COMPILE_ENV + ')' if compile_losses else ''})"
         )
         return loss
 

@@ -42,10 +42,11 @@ ENTRY_POINT_GROUP = "segbalance.losses"
 _REGISTRY: dict[str, type[nn.Module]] = {}
 _TRAINERS: dict[str, TrainerSpec] = {}
 _MULTILABEL: set[str] = {
-    # built-in losses whose sigmoid=True form is the per-channel (multi-label) loss: they use p.probs /
-    # p.log_probs and log(1 − z) per channel (tests/test_trainer_regions.py checks each against independent
-    # binary problems or a hand computation). Losses with a hard-wired softmax (ce family, focal, dce, dfl,
-    # recall, marginal penalties, explog's CE term) are not here.
+    # built-in region losses whose sigmoid=True form is the per-channel (multi-label) loss: they use
+    # p.probs / p.log_probs and log(1 − z) per channel (tests/test_trainer_regions.py checks each against
+    # independent binary problems or a hand computation). The per-voxel losses with a multi-label form (ce,
+    # wce, focal, recall, dfl) declare it with ``@register(..., multilabel=True)`` in their own modules;
+    # dce, the marginal penalties and explog's CE term have none yet.
     "dice",
     "gdl",
     "tversky",

@@ -17,9 +17,10 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 
-from segbalance.preprocessing.io import Volume
+from segbalance.preprocessing.volume import Volume
 
-__all__ = ["SliceHeader", "list_series", "read_dicom_series", "read_dicom_file", "write_dicom_series"]
+__all__ = ["SliceHeader", "list_series", "read_dicom_series", "read_dicom_file", "write_dicom_series",
+           "read_series_headers"]
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,26 @@ def read_dicom_series(
     )
 
 
+def read_series_headers(
+    folder: str | os.PathLike, series_uid: str | None = None, spacing_tolerance: float = 0.01
+) -> list[pydicom.Dataset]:
+    """Headers (no pixel data) of one series' slices in the order :func:`read_dicom_series` stacks them
+    (array index ``z``); each dataset's ``filename`` is its file. Same errors as :func:`read_dicom_series`."""
+    folder = Path(folder)
+    series = list_series(folder)
+    if not series:
+        raise ValueError(f"{folder}: no DICOM image slices found")
+    if series_uid is None:
+        if len(series) > 1:
+            raise ValueError(f"{folder}: holds {len(series)} DICOM series ({', '.join(sorted(series))}); "
+                             "choose one with series_uid")
+        series_uid = next(iter(series))
+    if series_uid not in series:
+        raise ValueError(f"{folder}: no series with SeriesInstanceUID {series_uid}; found {sorted(series)}")
+    ordered, _, _ = _sorted_slices(series[series_uid], spacing_tolerance)
+    return [pydicom.dcmread(s.path, stop_before_pixels=True) for s in ordered]
+
+
 def _first_unreadable(paths: list[Path]) -> Path | None:
     for path in paths:
         try:
@@ -188,12 +209,18 @@ def write_dicom_series(
     modality: str = "CT",
     shuffle_names: bool = False,
     seed: int = 0,
+    study_uid: str | None = None,
+    frame_of_reference_uid: str | None = None,
+    extra_tags: dict | None = None,
 ) -> list[Path]:
     """Write a 3D volume as a DICOM series of int16 slices with ``HU = stored * slope + intercept``.
 
     Geometry: ``ImageOrientationPatient`` from the first two direction columns, ``ImagePositionPatient``
-    of slice ``k`` = ``origin + k * spacing_z * direction[:, 2]``. With ``shuffle_names`` the file names do
-    not follow slice order (to test that readers sort by position).
+    of slice ``k`` = ``origin + k * spacing_z * direction[:, 2]``. DICOM's slice normal is always
+    row x column, so a left-handed grid (``det(direction) < 0``) is stored reversed in z: it reads back as
+    the same voxels in physical space with the third axis flipped. With ``shuffle_names`` the file names do
+    not follow slice order (to test that readers sort by position). ``extra_tags`` (keyword -> value, e.g.
+    ``{"PatientName": "Doe^Jane", "InstitutionName": "..."}``) are set on every slice.
     """
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -206,11 +233,16 @@ def write_dicom_series(
     if stored.min() < -32768 or stored.max() > 32767:
         raise ValueError("volume values do not fit int16 with this rescale_slope/intercept")
     stored = stored.astype(np.int16)
-    direction = volume.direction_matrix
+    direction = volume.direction_matrix.copy()
     dz, dy, dx = volume.spacing
+    origin = np.asarray(volume.origin, dtype=np.float64)
+    if np.linalg.det(direction) < 0:  # DICOM stacks along row x col: store a left-handed grid reversed in z
+        origin = origin + (volume.shape[0] - 1) * dz * direction[:, 2]
+        direction[:, 2] = -direction[:, 2]
+        stored = stored[::-1]
     series_uid = series_uid or generate_uid()
-    study_uid = generate_uid()
-    frame_uid = generate_uid()
+    study_uid = study_uid or generate_uid()
+    frame_uid = frame_of_reference_uid or generate_uid()
     names = [f"slice_{k:04d}.dcm" for k in range(volume.shape[0])]
     if shuffle_names:
         names = list(np.random.default_rng(seed).permutation(names))
@@ -229,7 +261,7 @@ def write_dicom_series(
         ds.Modality = modality
         ds.PatientID = "segbalance-synthetic"
         ds.InstanceNumber = volume.shape[0] - k  # deliberately not the sort key
-        position = np.asarray(volume.origin) + k * dz * direction[:, 2]
+        position = origin + k * dz * direction[:, 2]
         ds.ImagePositionPatient = [f"{v:.6f}" for v in position]
         ds.ImageOrientationPatient = [f"{v:.8f}" for v in np.concatenate([direction[:, 0], direction[:, 1]])]
         ds.PixelSpacing = [f"{dy:.6f}", f"{dx:.6f}"]
@@ -245,6 +277,8 @@ def write_dicom_series(
         ds.RescaleIntercept = f"{rescale_intercept:g}"
         ds.RescaleType = "HU"
         ds.PixelData = stored[k].tobytes()
+        for keyword, value in (extra_tags or {}).items():
+            setattr(ds, keyword, value)
         path = folder / names[k]
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)

@@ -159,3 +159,31 @@ def test_boundary_weight_follows_the_epoch_and_resume(tmp_path, data):
     history = load_checkpoint(tmp_path / "run" / "last.pt")["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert [h["alpha"] for h in history] == pytest.approx([0.01, 0.02, 0.03])
+
+
+def test_training_on_a_test_split_writes_predictions_where_evaluate_reads_them(tmp_path):
+    """``train --data`` with an ``imagesTs/`` folder predicts its cases into ``<out>/pred`` (input geometry),
+    the folder the README's ``segbalance evaluate --pred NAME=<out>/pred`` example reads."""
+    from segbalance.preprocessing.io import read_volume, write_volume
+    from segbalance.synthetic import make_phantom
+
+    root = tmp_path / "data"
+    for sub in ("imagesTr", "labelsTr", "imagesTs"):
+        (root / sub).mkdir(parents=True)
+    for seed, split in ((0, "Tr"), (1, "Tr"), (7, "Ts")):
+        ph = make_phantom(SHAPE, seed=seed)
+        write_volume(ph.image_volume(), root / f"images{split}" / f"case{seed}_0000.nii.gz")
+        if split == "Tr":
+            write_volume(ph.label_volume(), root / "labelsTr" / f"case{seed}.nii.gz")
+    out = tmp_path / "run"
+    train(TrainConfig(out=str(out), data=str(root), dim=2, size=(32, 32), epochs=1, **TINY))
+    pred_file = out / "pred" / "case7.nii.gz"
+    assert sorted(p.name for p in (out / "pred").glob("*.nii.gz")) == ["case7.nii.gz"]
+    image, pred = read_volume(root / "imagesTs" / "case7_0000.nii.gz"), read_volume(pred_file)
+    assert pred.shape == image.shape
+    assert pred.spacing == pytest.approx(image.spacing) and pred.origin == pytest.approx(image.origin)
+    assert set(int(v) for v in torch.from_numpy(pred.array).unique()) <= {0, 1, 2}
+    # --no-predict (predict_test=False) leaves no prediction behind
+    train(TrainConfig(out=str(tmp_path / "run2"), data=str(root), dim=2, size=(32, 32), epochs=1,
+                      predict_test=False, **TINY))
+    assert not (tmp_path / "run2" / "pred").exists()

@@ -41,23 +41,19 @@ NNUNET_FILE_ENDINGS = (".nii.gz", ".mha", ".nrrd", ".nii")
 
 
 def parse_label_map(text: str | None) -> dict[int, str] | None:
-    """``"0=background,1=organ,2=lesion"`` -> ``{0: "background", 1: "organ", 2: "lesion"}``."""
+    """``"0=background,1=organ,2=lesion"`` -> ``{0: "background", 1: "organ", 2: "lesion"}``: the
+    ``VALUE=NAME`` syntax of every ``--label-map``
+    (:func:`~segbalance.preprocessing.dicom_labels.parse_name_map`), plus nnU-Net's rules: names unique,
+    background value 0 named."""
+    from segbalance.preprocessing.dicom_labels import parse_name_map
+
     if text is None or text == "":
         return None
-    out: dict[int, str] = {}
-    for item in text.split(","):
-        if "=" not in item:
-            raise ValueError(f"label_map item {item!r} must look like VALUE=NAME (e.g. 0=background,1=organ)")
-        value, name = (s.strip() for s in item.split("=", 1))
-        try:
-            key = int(value)
-        except ValueError:
-            raise ValueError(f"label_map value {value!r} in {item!r} is not an integer") from None
-        if key in out or name in out.values() or not name:
-            raise ValueError(f"label_map {text!r}: duplicate or empty entry {item!r}")
-        out[key] = name
+    out = parse_name_map(text)
+    if len(set(out.values())) != len(out):
+        raise ValueError(f"--label-map {text!r}: duplicate names")
     if 0 not in out:
-        raise ValueError(f"label_map {text!r} must name the background value 0")
+        raise ValueError(f"--label-map {text!r} must name the background value 0")
     return out
 
 

@@ -41,6 +41,8 @@ DEFAULTS = {
     "num_classes": None,
     "seed": 0,
     "window": None,
+    "label_map": None,
+    "predict_test": True,
     "device": None,
     "amp": None,
     "num_workers": 0,
@@ -83,6 +85,10 @@ def register(subparsers) -> None:
         help="intensity window: ct-abdomen (default for CT), ct-lung, ct-brain, ct-bone, CENTER,WIDTH, "
         "pLOW,HIGH (percentiles), or zscore (default otherwise)",
     )
+    p.add_argument("--label-map", help="DICOM-SEG/RTSTRUCT labels: VALUE=NAME,… (e.g. 1=GTV,2=Lung_L), "
+                   "segments/ROIs by name, case-insensitive")
+    p.add_argument("--no-predict", dest="predict_test", action="store_const", const=False,
+                   help="after training, do not predict the --data test cases (imagesTs/) into OUT/pred")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when present)")
     p.add_argument(
         "--no-amp", dest="amp", action="store_const", const=False, help="no mixed precision on CUDA"

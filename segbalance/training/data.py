@@ -65,12 +65,15 @@ def _load_one(case, num_classes: int | None) -> dict:
     }
 
 
-def load_cases(root: str | os.PathLike, split: str = "train", num_classes: int | None = None) -> list[dict]:
+def load_cases(root: str | os.PathLike, split: str = "train", num_classes: int | None = None,
+               label_map: str | dict[int, str] | None = None) -> list[dict]:
     """``[{"id", "image" (1, z, y, x) float32, "label" (1, z, y, x) int64 or None, "spacing" (z, y, x)}]``.
 
     Every case is read and checked by :func:`segbalance.preprocessing.pairing.load_case` (label on the
     image's grid and geometry, integer values, below ``num_classes`` when given); one image channel and a
-    3D volume are required. All problems are collected and raised together.
+    3D volume are required. All problems are collected and raised together. ``label_map``
+    (``"1=GTV,2=Lung_L"`` or ``{1: "GTV", 2: "Lung_L"}``) names the segments/ROIs of DICOM-SEG and RTSTRUCT
+    labels (:mod:`segbalance.preprocessing.dicom_labels`).
 
     Raises:
         FileNotFoundError: ``root`` does not exist.
@@ -85,6 +88,12 @@ def load_cases(root: str | os.PathLike, split: str = "train", num_classes: int |
     if not cases:
         what = "labelled case (an image in images/ with a label of the same name in labels/)"
         raise UserError(f"data {root}: no {what if split == 'train' else 'case'} found")
+    if label_map:
+        from segbalance.preprocessing.dicom_labels import parse_name_map
+
+        lmap = parse_name_map(label_map)
+        for case in cases:
+            case.extra["label_map"] = lmap
     out, problems = [], []
     for case in cases:
         try:

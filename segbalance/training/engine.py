@@ -39,7 +39,8 @@ __all__ = [
 
 #: options that ``--resume`` may change: how long, how fast and where to train, not what the run is
 RESUMABLE_OPTIONS = (
-    "epochs", "lr", "steps_per_epoch", "device", "amp", "num_workers", "progress", "compile_loss"
+    "epochs", "lr", "steps_per_epoch", "device", "amp", "num_workers", "progress", "compile_loss",
+    "predict_test",
 )
 #: options fixed by the checkpoint: changing one on ``--resume`` is refused
 FIXED_OPTIONS = (
@@ -56,6 +57,7 @@ FIXED_OPTIONS = (
     "num_classes",
     "seed",
     "window",
+    "label_map",
 )
 
 
@@ -85,6 +87,8 @@ class TrainConfig:
     num_classes: int | None = None  # None: max label + 1
     seed: int = 0
     window: str | None = None  # intensity window (parse_window text or "zscore"); None: ct-abdomen / z-score
+    label_map: str | None = None  # DICOM labels: "1=GTV,2=Lung_L" (value=segment/ROI name), as for convert
+    predict_test: bool = True  # after training, predict the --data folder's test cases into <out>/pred
     resume: bool = False
     device: str | None = None  # None: cuda if available else cpu
     amp: bool | None = None  # None: on for CUDA
@@ -291,7 +295,7 @@ def train(config: TrainConfig | dict) -> Path:
             torch.distributed.barrier()
     else:
         root = Path(cfg.data)
-    cases = load_cases(root, num_classes=cfg.num_classes)
+    cases = load_cases(root, num_classes=cfg.num_classes, label_map=cfg.label_map)
     ct = is_ct([c["image"] for c in cases])
     num_classes = cfg.num_classes or int(max(int(c["label"].max()) for c in cases)) + 1
     dataset = EpochSeededDataset(
@@ -407,4 +411,16 @@ def train(config: TrainConfig | dict) -> Path:
         from segbalance.atomic import atomic_write_text
 
         atomic_write_text(out / "history.json", json.dumps(history, indent=1))
+        if cfg.data is not None and cfg.predict_test:
+            _predict_test_cases(last, Path(cfg.data), out / "pred", device, cfg)
     return last
+
+
+def _predict_test_cases(checkpoint: Path, data: Path, pred_dir: Path, device: torch.device,
+                        cfg: TrainConfig) -> None:
+    """Predict the test cases of ``data`` (``imagesTs/``, or images without a label) into ``pred_dir``, where
+    ``segbalance evaluate --pred NAME=<out>/pred`` reads them; nothing when there are none."""
+    from segbalance.training.predict import find_inputs, predict_folder
+
+    if find_inputs(data):
+        predict_folder(checkpoint, data, pred_dir, device=str(device), amp=cfg.amp, progress=cfg.progress)

@@ -2,12 +2,19 @@
 
 Each seed writes its own phantoms (train and held-out test), trains a MONAI UNet on 2D slices (the Dual
 Focal protocol) with every loss under the same budget and evaluates per class (organ, lesion) with
-:func:`segbalance.demo.evaluate_case`. Writes ``benchmarks/results/compare_losses.json`` and
-``docs/results.md`` (machine, versions, budget, table). Resumable: finished runs are kept under ``--work``.
+:func:`segbalance.demo.case_metrics` (voxel metrics of :mod:`segbalance.evaluation.metrics`, and lesions
+found: connected components matched one-to-one at IoU >= 0.5, :mod:`segbalance.evaluation.lesions`).
+Writes ``benchmarks/results/compare_losses.json`` and ``docs/results.md`` (machine, versions, budget, table).
+Resumable: finished runs are kept under ``--work``.
 
     python benchmarks/compare_losses.py --quick          # CPU budget (about 15-25 min on 2 busy cores)
     python benchmarks/compare_losses.py --demo-budget    # the demo's budget: 80² slices, 36 epochs (~40 min)
     python benchmarks/compare_losses.py                  # full budget (GPU recommended, CUDA used if present)
+    python benchmarks/compare_losses.py --quick --n-lesions 6   # several lesions per phantom, sizes spread
+    python benchmarks/compare_losses.py --demo-budget --variant 'gdl_zero=gdl:{"absent_weight": "zero"}'
+
+``--variant NAME=LOSS:JSON`` (repeatable) trains registered loss ``LOSS`` with constructor kwargs ``JSON``
+under the row name ``NAME``; given variants, only they run unless ``--losses`` is also given.
 """
 
 from __future__ import annotations
@@ -99,7 +106,8 @@ def budget(quick: bool, gpu: bool, demo: bool = False) -> dict:
 
 
 def aggregate(per_seed: dict[str, list[list[dict]]]) -> list[dict]:
-    """Mean ± std over seeds per (loss, class, metric); NaN seeds (class missed) are left out and counted."""
+    """Mean ± std over seeds per (loss, class, metric) (NaN seeds left out); ``missed`` cases and the lesion
+    counts (GT lesions, found, false positives) summed over seeds, ``lesion_sensitivity`` = found / GT."""
     out = []
     for loss, seeds in per_seed.items():
         for cls in dict.fromkeys(r["class"] for r in seeds[0]):
@@ -109,6 +117,10 @@ def aggregate(per_seed: dict[str, list[list[dict]]]) -> list[dict]:
                 fin = vals[np.isfinite(vals)]
                 row[m] = (float(fin.mean()), float(fin.std())) if fin.size else (math.nan, math.nan)
             row["missed"] = int(sum(next(r["missed"] for r in rows if r["class"] == cls) for rows in seeds))
+            for k in ("lesions_gt", "lesions_found", "lesions_fp"):
+                row[k] = int(sum(next(r.get(k, 0) for r in rows if r["class"] == cls) for rows in seeds))
+            found, gt = row["lesions_found"], row["lesions_gt"]
+            row["lesion_sensitivity"] = found / gt if gt else math.nan
             out.append(row)
     return out
 
@@ -118,15 +130,28 @@ def markdown(rows: list[dict], info: dict) -> str:
         return "n/a" if not math.isfinite(v[0]) else f"{v[0]:.{digits}f} ± {v[1]:.{digits}f}"
 
     lines = [
-        "| loss | class | Dice | IoU | HD95 (mm) | NSD (2 mm) | missed |",
-        "|---|---|---|---|---|---|---|",
+        "| loss | class | Dice | IoU | HD95 (mm) | NSD (2 mm) | missed | lesions found | FP lesions |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {LABELS.get(r['loss'], r['loss'])} | {r['class']} | {fmt(r['dice'])} | {fmt(r['iou'])} | "
-            f"{fmt(r['hd95'], 1)} | {fmt(r['nsd'])} | {r['missed']} |"
+            f"{fmt(r['hd95'], 1)} | {fmt(r['nsd'])} | {r['missed']} | "
+            f"{r['lesions_found']}/{r['lesions_gt']} | {r['lesions_fp']} |"
         )
     return "\n".join(lines)
+
+
+def parse_variant(spec: str) -> tuple[str, tuple[str, dict]]:
+    """``"NAME=LOSS:JSON"`` -> ``(NAME, (LOSS, kwargs))``; ``"NAME=LOSS"`` means no kwargs."""
+    name, sep, rest = spec.partition("=")
+    loss, _, kw = rest.partition(":")
+    if not sep or not name or not loss:
+        raise ValueError(f"--variant wants NAME=LOSS:JSON, got {spec!r}")
+    kwargs = json.loads(kw) if kw.strip() else {}
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"--variant {spec!r}: the kwargs must be a JSON object")
+    return name, (loss, kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,8 +166,14 @@ def main(argv: list[str] | None = None) -> int:
         "--demo-budget", action="store_true", help="the demo CPU budget: 80² slices, 36 epochs"
     )
     ap.add_argument("--epochs", type=int, default=None, help="override the budget's epochs")
+    ap.add_argument("--n-lesions", type=int, default=None,
+                    help="lesions per phantom (default 1; more: a spread of sizes, see segbalance.synthetic)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--losses", nargs="+", default=LOSSES)
+    ap.add_argument("--losses", nargs="+", default=None, help=f"registered loss names (default {LOSSES})")
+    ap.add_argument(
+        "--variant", action="append", default=[], metavar="NAME=LOSS:JSON",
+        help="train loss LOSS with kwargs JSON (a JSON object) under the row name NAME (repeatable)",
+    )
     ap.add_argument(
         "--work",
         default=str(Path(tempfile.gettempdir()) / "segbalance_compare_losses"),
@@ -153,22 +184,40 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     known = set(names())
-    losses = [name for name in args.losses if name in known]
-    skipped = [name for name in args.losses if name not in known]
+    try:
+        variants = dict(parse_variant(v) for v in args.variant)
+    except ValueError as exc:
+        ap.error(str(exc))
+    requested = args.losses if args.losses is not None else ([] if variants else LOSSES)
+    losses = [name for name in requested if name in known]
+    skipped = [name for name in requested if name not in known]
+    bad = sorted(name for name, (loss, _) in variants.items() if loss not in known or name in losses)
+    if bad:
+        ap.error(f"variants with an unknown loss or a name clashing with --losses: {bad}")
+    if not losses and not variants:
+        ap.error(f"none of the requested losses is registered: {requested}")
     if skipped:
         print(f"not registered in this build, skipped: {', '.join(skipped)}", file=sys.stderr)
     b = budget(args.quick, torch.cuda.is_available(), args.demo_budget)
     if args.epochs:
         b["epochs"] = args.epochs
-    per_seed: dict[str, list[list[dict]]] = {name: [] for name in losses}
+    if args.n_lesions:
+        b["n_lesions"] = args.n_lesions
+    per_seed: dict[str, list[list[dict]]] = {name: [] for name in [*losses, *variants]}
     t0 = time.time()
     for seed in args.seeds:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             rows = run_demo(
                 Path(args.work) / f"seed{seed}", tuple(losses), seed=seed, budget=b, progress=False
-            )
-        for name in losses:
+            ) if losses else []
+            for name, (loss, kwargs) in variants.items():  # own folder: runs/<loss> would clash
+                vrows = run_demo(
+                    Path(args.work) / f"variant_{name}" / f"seed{seed}", (loss,), seed=seed, budget=b,
+                    progress=False, loss_kwargs={loss: kwargs},
+                )
+                rows += [{**r, "loss": name} for r in vrows]
+        for name in per_seed:
             per_seed[name].append([r for r in rows if r["loss"] == name])
         print(f"seed {seed} done ({time.time() - t0:.0f} s)", file=sys.stderr)
     table = aggregate(per_seed)
@@ -180,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": round(time.time() - t0, 1),
         "command": " ".join(["python", *sys.argv]),
     }
+    if variants:
+        info["variants"] = {name: {"loss": lo, "kwargs": kw} for name, (lo, kw) in variants.items()}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"info": info, "rows": table}, indent=1, default=list))
     md = markdown(table, info)

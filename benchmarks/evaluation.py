@@ -8,6 +8,15 @@ per case and with cases in parallel (process pool). Timings interleaved in one r
 benchmarks/results/evaluation-cpu.json.
 
     .venv/bin/python benchmarks/evaluation.py [--cases 2] [--repeats 1] [--jobs 2]
+
+``--lesions``: lesion-level metrics instead (segbalance.evaluation.evaluate_lesions against panoptica on one
+200×512×512 case with 50 lesions of radius 1.5-12 mm: 40 found with perturbed shapes, 10 missed, 8 false
+positives). panoptica runs in its own venv (it pins numpy<2.3 and cc3d<4), made on first use at
+``benchmarks/.venv-panoptica`` (git-ignored), called as a subprocess on .npz files; its time is measured
+inside that process around ``Panoptica_Evaluator.evaluate`` only.
+Writes benchmarks/results/evaluation-lesions-cpu.json.
+
+    .venv/bin/python benchmarks/evaluation.py --lesions [--repeats 3]
 """
 
 from __future__ import annotations
@@ -91,13 +100,136 @@ def _ours_case(seed: int) -> dict:
     return ours(*make_case(seed))
 
 
+def make_lesion_case(seed: int = 0, n: int = 50, n_missed: int = 10, n_fp: int = 8):
+    """GT with ``n`` separate balls (radius 1.5-12 mm, log-uniform) of label 2; the prediction finds
+    ``n - n_missed`` of them with a shifted, rescaled ball and adds ``n_fp`` small balls elsewhere."""
+    rng = np.random.default_rng(seed)
+    gt = np.zeros(SHAPE, np.uint8)
+    pred = np.zeros_like(gt)
+    sp = np.array(SPACING)
+
+    def ball(arr, c, r):
+        lo = np.maximum(np.floor((c - r) / sp).astype(int) - 1, 0)
+        hi = np.minimum(np.ceil((c + r) / sp).astype(int) + 2, SHAPE)
+        sl = tuple(slice(a, b) for a, b in zip(lo, hi))
+        zz, yy, xx = np.ogrid[sl]
+        d2 = (zz * sp[0] - c[0]) ** 2 + (yy * sp[1] - c[1]) ** 2 + (xx * sp[2] - c[2]) ** 2
+        arr[sl][d2 <= r * r] = 2
+
+    extent = np.array(SHAPE) * sp
+    centres: list[tuple[np.ndarray, float]] = []
+    radii = np.exp(rng.uniform(np.log(1.5), np.log(12.0), n + n_fp))
+    for r in radii:
+        while True:
+            c = rng.uniform(r + 3, extent - r - 3)
+            if all(np.linalg.norm(c - c2) > r + r2 + 4 for c2, r2 in centres):
+                break
+        centres.append((c, r))
+    for i, (c, r) in enumerate(centres[:n]):
+        ball(gt, c, r)
+        if i >= n_missed:
+            ball(pred, c + rng.normal(0, 0.1 * r, 3), r * rng.uniform(0.85, 1.15))
+    for c, r in centres[n:]:
+        ball(pred, c, min(r, 4.0))
+    return pred, gt
+
+
+def _panoptica_python() -> Path:
+    """The panoptica venv's python: ``$SEGBALANCE_PANOPTICA_PYTHON``, else benchmarks/.venv-panoptica."""
+    import os
+    import subprocess
+
+    env = os.environ.get("SEGBALANCE_PANOPTICA_PYTHON")
+    if env:
+        return Path(env)
+    venv = Path(__file__).resolve().parent / ".venv-panoptica"
+    py = venv / "bin" / "python"
+    if not py.is_file():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "panoptica"], check=True)
+    return py
+
+
+def lesion_benchmark(repeats: int, out: str) -> int:
+    import subprocess
+    import tempfile
+
+    from segbalance.evaluation.lesions import evaluate_lesions
+
+    pred, gt = make_lesion_case()
+    evaluate_lesions(pred, gt, SPACING, labels=[2])  # warm-up: imports (torch, MONAI), first-call costs
+    ours_s, res = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        res = evaluate_lesions(pred, gt, SPACING, labels=[2], nsd_tolerance=1.0)
+        ours_s.append(time.perf_counter() - t0)
+    c = res.classes[0]
+    py = _panoptica_python()
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, metrics in (("panoptica_iou_only", ["IOU"]),
+                              ("panoptica_iou_dsc_hd95", ["IOU", "DSC", "HD95"])):
+            src, dst = Path(tmp) / "in.npz", Path(tmp) / f"{name}.json"
+            np.savez(src, pred=pred, gt=gt, spacing=np.array(SPACING), labels=np.array([2]), repeats=repeats,
+                     metrics=np.array(metrics), iou_threshold=0.5)
+            subprocess.run([str(py), str(Path(__file__).resolve().parent / "_panoptica_runner.py"), str(src),
+                            str(dst)], check=True)
+            runs[name] = json.loads(dst.read_text())
+    ref = runs["panoptica_iou_only"]["labels"]["2"]
+    agree = {"tp": c["tp"] == ref["tp"], "fp": c["fp"] == ref["fp"], "fn": c["fn"] == ref["fn"]}
+    diffs = {k: abs(c[o] - ref[k]) for o, k in (("pq", "pq"), ("sq", "sq"), ("rq", "rq"), ("f1", "rq"),
+                                                 ("precision", "prec"), ("sensitivity", "rec"))}
+    for i, b in enumerate(("lt100", "100to1000", "ge1000")):
+        diffs[f"sensitivity_{b}"] = abs(c[f"sensitivity_{b}"] - ref["recall_by_volume"][f"rec_q{i}"])
+    identical = all(agree.values()) and all(v <= 1e-9 for v in diffs.values())
+    t = {"ours_all_lesion_metrics": median(ours_s)}
+    for name, r in runs.items():
+        t[name] = median(r["labels"]["2"]["seconds"])
+    result = {
+        "environment": {**environment(torch.device("cpu")),
+                        "panoptica": runs["panoptica_iou_only"]["panoptica"],
+                        "panoptica_numpy": runs["panoptica_iou_only"]["numpy"],
+                        "panoptica_cc3d": runs["panoptica_iou_only"].get("cc3d")},
+        "setup": {"shape_zyx": SHAPE, "spacing_zyx": SPACING, "gt_lesions": c["n_gt"],
+                  "pred_components": c["n_pred"],
+                  "repeats": repeats, "matching": "IoU >= 0.5, one-to-one (both)", "connectivity": 26,
+                  "ours_computes": "components, matching, TP/FP/FN, sensitivity, precision, F1/RQ, SQ, PQ, "
+                                   "per-lesion Dice, HD95, NSD (1 mm), autoPET FP/FN volumes, size bins",
+                  "panoptica_iou_only": "PQ/SQ/RQ, precision, recall (instance metric IOU only) + global DSC",
+                  "panoptica_iou_dsc_hd95": "as above plus per-instance DSC and HD95"},
+        "load_average_1_5_15min_at_end": [round(v, 2) for v in __import__("os").getloadavg()],
+        "seconds_per_case": t,
+        "speedup_vs_panoptica_iou_only": t["panoptica_iou_only"] / t["ours_all_lesion_metrics"],
+        "speedup_vs_panoptica_iou_dsc_hd95": t["panoptica_iou_dsc_hd95"] / t["ours_all_lesion_metrics"],
+        "ours": {k: c[k] for k in ("tp", "fp", "fn", "sensitivity", "precision", "f1", "sq", "pq",
+                                   "lesion_dice", "lesion_hd95", "sensitivity_lt100",
+                                   "sensitivity_100to1000", "sensitivity_ge1000")},
+        "panoptica": {k: ref[k] for k in ("tp", "fp", "fn", "prec", "rec", "rq", "sq", "pq",
+                                          "recall_by_volume")},
+        "counts_equal": agree,
+        "max_abs_difference": diffs,
+        "identical_to_panoptica": identical,
+    }
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+    return 0 if identical else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "evaluation-cpu.json"))
+    ap.add_argument("--lesions", action="store_true", help="lesion-level metrics against panoptica")
+    ap.add_argument("--out", default=None,
+                    help="JSON path (default benchmarks/results/evaluation[-lesions]-cpu.json)")
     args = ap.parse_args(argv)
+    results = Path(__file__).parent / "results"
+    if args.lesions:
+        return lesion_benchmark(max(args.repeats, 1),
+                                args.out or str(results / "evaluation-lesions-cpu.json"))
+    args.out = args.out or str(results / "evaluation-cpu.json")
     cases = [make_case(s) for s in range(args.cases)]
 
     # identical values

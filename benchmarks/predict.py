@@ -32,12 +32,15 @@ from segbalance.training.checkpoint import save_checkpoint
 from segbalance.training.engine import build_model
 from segbalance.training.predict import predict_folder
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+REAL_DEFAULT = Path(__file__).resolve().parents[1] / "tests" / "data" / "real"
 
 
-def ct_512x512x100() -> Volume:
-    src = read_volume(REAL / "lung1_image.nrrd")
-    array = np.concatenate([src.array, src.array, src.array[:4]])[:100]
+def ct_512x512x100(real: Path) -> Volume:
+    """The real lung CT repeated to 100 slices and tiled in-plane to 512×512 (the cropped test copy is
+    128×128; the full-size pyradiomics case is 512×512 already)."""
+    src = read_volume(real / "lung1_image.nrrd")
+    reps = [1 + (512 - 1) // n for n in src.array.shape[1:]]
+    array = np.tile(src.array, (1 + 99 // src.array.shape[0], *reps))[:100, :512, :512]
     return Volume(array, src.spacing, src.origin, src.direction)
 
 
@@ -46,10 +49,12 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=2, help="copies of the CT to predict (default 2)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--real", type=Path, default=REAL_DEFAULT, metavar="DIR",
+                        help="folder with lung1_image.nrrd (default: tests/data/real)")
     args = parser.parse_args()
     device = torch.device(args.device)
     tmp = Path(tempfile.mkdtemp(prefix="segbalance-predict-bench-"))
-    ct = ct_512x512x100()
+    ct = ct_512x512x100(args.real)
     info = {"loss": "ce", "loss_kwargs": {}, "dim": 3, "size": [32, 64, 64], "channels": [16, 32, 64, 128],
             "num_classes": 2, "ct": True}
     torch.manual_seed(0)

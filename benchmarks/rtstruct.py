@@ -1,6 +1,7 @@
 """RTSTRUCT rasterizers side by side: segbalance's own (pydicom + skimage) vs rt-utils vs dcmrtstruct2nii.
 
-Each real CT/MR volume (``shared/data/real``, full size) is written as an int16 DICOM series twice, axis
+Each real CT/MR volume (``$SEGBALANCE_REAL_DATA``, default the cropped copies in ``tests/data/real``; the
+recorded figures used the full-size pyradiomics cases) is written as an int16 DICOM series twice, axis
 aligned and tilted (rotated 10°/-15°/30° and flipped in x, y); its lesion mask and an intensity-threshold
 "Body" mask (with holes: lungs, ventricles) are written as RTSTRUCT contours by
 :func:`segbalance.preprocessing.dicom_labels.write_rtstruct`, then rasterized back by each library and
@@ -16,6 +17,7 @@ pins ``pydicom<3`` and cannot be installed beside segbalance's pydicom 3, so it 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 import time
@@ -32,7 +34,7 @@ from segbalance.preprocessing.dicom_labels import read_dicom_label, write_rtstru
 from segbalance.preprocessing.io import read_volume
 from segbalance.preprocessing.volume import Volume
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+REAL = Path(os.environ.get("SEGBALANCE_REAL_DATA", Path(__file__).resolve().parents[1] / "tests/data/real"))
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:

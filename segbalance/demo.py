@@ -1,4 +1,4 @@
-"""``segbalance demo``: phantoms -> train with several losses -> per-class Dice/IoU/HD95/NSD table, CSV, PNG.
+"""``segbalance demo``: phantoms -> train with several losses -> per-class Dice/IoU/HD95/NSD + lesions found.
 
 With no arguments: writes CT-like phantoms (label 1 organ, 2 lesion < 1 % of voxels), trains a small MONAI
 UNet on 2D slices with CE, DFL and CE+L1 for a short budget (a few minutes on a 2-core CPU, a larger
@@ -17,47 +17,50 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["register", "run_demo", "evaluate_case", "DEFAULT_LOSSES", "METRICS"]
+__all__ = ["register", "run_demo", "case_metrics", "DEFAULT_LOSSES", "METRICS"]
 
 DEFAULT_LOSSES = ("ce", "dfl", "ce_l1")
 METRICS = ("dice", "iou", "hd95", "nsd")
+LESION_COUNTS = ("lesions_gt", "lesions_found", "lesions_fp")
 CLASS_NAMES = {1: "organ", 2: "lesion"}
 NSD_TOLERANCE_MM = 2.0
 
 
-def evaluate_case(
+def case_metrics(
     pred: np.ndarray, label: np.ndarray, spacing: tuple[float, ...], num_classes: int = 3
 ) -> dict:
-    """Per foreground class: Dice, IoU, HD95 (mm) and NSD (tolerance 2 mm) of one (z, y, x) label map.
+    """Per foreground class of one (z, y, x) label map: Dice, IoU, HD95 (mm), NSD (2 mm), the flag, and the
+    lesion counts (GT lesions, found, false-positive components).
 
-    Computed by :func:`segbalance.evaluation.evaluate_case` (MONAI semantics) at the volume's ``spacing``.
-    HD95 is NaN here when the class is missing from the prediction or the reference (the evaluation
-    package's image-diagonal penalty would dominate a mean over few cases; ``summarise`` counts them).
+    Voxel metrics are :func:`segbalance.evaluation.evaluate_case` (MONAI semantics; a class missing from the
+    prediction scores Dice 0 and HD95 = the image diagonal, see docs/evaluation.md); lesion counts are
+    :func:`segbalance.evaluation.evaluate_lesions` (26-connected components, one-to-one IoU >= 0.5 matching).
     """
-    from segbalance.evaluation import evaluate_case as evaluate
+    from segbalance.evaluation import evaluate_case, evaluate_lesions
 
+    labels = list(range(1, num_classes))
     out = {}
-    for m in evaluate(
-        pred, label, spacing, labels=list(range(1, num_classes)), nsd_tolerance=NSD_TOLERANCE_MM
-    ):
-        out[m.label] = {
-            "dice": float(m.dice),
-            "iou": float(m.iou),
-            "hd95": float(m.hd95) if m.flag == "ok" else math.nan,
-            "nsd": float(m.nsd),
-        }
+    for m in evaluate_case(pred, label, spacing, labels=labels, nsd_tolerance=NSD_TOLERANCE_MM):
+        out[m.label] = {"dice": float(m.dice), "iou": float(m.iou), "hd95": float(m.hd95),
+                        "nsd": float(m.nsd), "flag": m.flag}
+    for c in evaluate_lesions(pred, label, spacing, labels=labels, nsd_tolerance=NSD_TOLERANCE_MM).classes:
+        out[c["label"]].update(lesions_gt=c["n_gt"], lesions_found=c["tp"], lesions_fp=c["fp"])
     return out
 
 
 def summarise(per_case: list[dict]) -> dict:
-    """Mean of each metric per class over cases (NaN-ignoring for HD95; count of NaN HD95 as ``missed``)."""
+    """Per class: mean of each metric over cases (NaN where undefined, i.e. ``both_empty``, left out),
+    ``missed`` = cases whose prediction lacks a class present in the ground truth, and the lesion counts
+    summed over cases."""
     summary = {}
     for k in per_case[0]:
         row = {}
         for m in METRICS:
             vals = np.array([c[k][m] for c in per_case], float)
             row[m] = float(np.nanmean(vals)) if np.isfinite(vals).any() else math.nan
-        row["missed"] = int(sum(not np.isfinite(c[k]["hd95"]) for c in per_case))
+        row["missed"] = int(sum(c[k]["flag"] == "missed" for c in per_case))
+        for n in LESION_COUNTS:
+            row[n] = int(sum(c[k][n] for c in per_case))
         summary[k] = row
     return summary
 
@@ -67,6 +70,7 @@ def _budget(tiny: bool, gpu: bool) -> dict:
         return dict(
             n_train=3,
             n_test=1,
+            n_lesions=1,
             shape=(16, 48, 48),
             size=(48, 48),
             channels=(4, 8, 16),
@@ -78,6 +82,7 @@ def _budget(tiny: bool, gpu: bool) -> dict:
         return dict(
             n_train=24,
             n_test=6,
+            n_lesions=1,
             shape=(48, 128, 128),
             size=(128, 128),
             channels=(32, 64, 128, 256),
@@ -88,6 +93,7 @@ def _budget(tiny: bool, gpu: bool) -> dict:
     return dict(
         n_train=10,
         n_test=4,
+        n_lesions=1,
         shape=(32, 80, 80),
         size=(80, 80),
         channels=(8, 16, 32, 64),
@@ -134,8 +140,9 @@ def run_demo(
     if not losses:
         raise ValueError(f"losses: none of the requested losses is registered; known: {sorted(known)}")
     train_root, test_root = out / "data" / "train", out / "data" / "test"
-    write_phantom_dataset(train_root, b["n_train"], seed=seed, shape=b["shape"])
-    write_phantom_dataset(test_root, b["n_test"], seed=seed + 10_000, shape=b["shape"])
+    lesions = int(b.get("n_lesions", 1))
+    write_phantom_dataset(train_root, b["n_train"], seed=seed, shape=b["shape"], n_lesions=lesions)
+    write_phantom_dataset(test_root, b["n_test"], seed=seed + 10_000, shape=b["shape"], n_lesions=lesions)
     test_cases = sorted((test_root / "images").glob("*.nii.gz"))
     rows = []
     for name in losses:
@@ -156,7 +163,7 @@ def run_demo(
             progress=progress,
         )
         last = run_dir / "last.pt"
-        done = last.exists() and torch.load(last, weights_only=False)["epoch"] + 1 >= b["epochs"]
+        done = last.exists() and torch.load(last, weights_only=True)["epoch"] + 1 >= b["epochs"]
         if not done:
             cfg.resume = last.exists()
             train(cfg)
@@ -166,7 +173,7 @@ def run_demo(
             image = read_volume(path)
             label = read_volume(test_root / "labels" / path.name).array
             pred = predict_volume(model, info, image.array)
-            per_case.append(evaluate_case(pred, label, image.spacing))
+            per_case.append(case_metrics(pred, label, image.spacing))
         for k, row in summarise(per_case).items():
             rows.append({"loss": name, "class": CLASS_NAMES.get(k, str(k)), **row})
     _write_csv(rows, out / "results.csv")
@@ -176,20 +183,23 @@ def run_demo(
 
 
 def format_table(rows: list[dict]) -> str:
-    head = f"{'loss':<14}{'class':<8}" + "".join(f"{m:>9}" for m in METRICS) + f"{'missed':>8}"
+    """The demo's table: metric means per loss and class, cases missed, lesions found / GT lesions, FPs."""
+    head = (f"{'loss':<14}{'class':<8}" + "".join(f"{m:>9}" for m in METRICS) + f"{'missed':>8}"
+            + f"{'lesions found':>15}{'FP':>5}")
     lines = [head, "-" * len(head)]
     for r in rows:
+        found = f"{r['lesions_found']}/{r['lesions_gt']}"
         lines.append(
             f"{r['loss']:<14}{r['class']:<8}"
             + "".join(f"{r[m]:>9.3f}" for m in METRICS)
-            + f"{r['missed']:>8d}"
+            + f"{r['missed']:>8d}{found:>15}{r['lesions_fp']:>5d}"
         )
     return "\n".join(lines)
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["loss", "class", *METRICS, "missed"])
+        writer = csv.DictWriter(f, fieldnames=["loss", "class", *METRICS, "missed", *LESION_COUNTS])
         writer.writeheader()
         writer.writerows(rows)
 

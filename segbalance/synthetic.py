@@ -3,6 +3,8 @@
 A phantom is a body (an ellipsoid filling most of the field of view), a large organ inside it (an
 ellipsoid deformed by a smooth random displacement field) and a small lesion (a deformed sphere at the
 organ's border, about 0.05-0.6 % of the voxels by default). Labels: 0 background, 1 organ, 2 lesion.
+With ``n_lesions > 1`` (or ``lesion_radii_mm``) there are several separate lesions of a spread of sizes,
+down to a few voxels across, for lesion-level (detection) evaluation; ``meta["n_lesions"]`` is their count.
 
 CT intensities are HU-like: air -1000, soft tissue ~40, organ ~60, lesion ~100 (hyperdense) or ~20
 (hypodense), with Gaussian noise. MRI intensities are arbitrary units with a smooth multiplicative bias
@@ -44,12 +46,12 @@ class Phantom:
     meta: dict = field(default_factory=dict)
 
     def image_volume(self):
-        from segbalance.preprocessing.io import Volume
+        from segbalance.preprocessing.volume import Volume
 
         return Volume(self.image, self.spacing, self.origin, self.direction)
 
     def label_volume(self):
-        from segbalance.preprocessing.io import Volume
+        from segbalance.preprocessing.volume import Volume
 
         return Volume(self.label, self.spacing, self.origin, self.direction)
 
@@ -68,7 +70,7 @@ def _mm_grid(shape: tuple[int, int, int], spacing: tuple[float, float, float]) -
     return np.meshgrid(*axes, indexing="ij", sparse=True)
 
 
-def _check_args(shape, spacing, modality, lesion_fraction) -> None:
+def _check_args(shape, spacing, modality, lesion_fraction, n_lesions=1, lesion_radii_mm=None) -> None:
     if len(shape) != 3 or min(shape) < 8:
         raise ValueError(f"shape must be 3 sizes >= 8 (z, y, x), got {shape}")
     if len(spacing) != 3 or min(spacing) <= 0:
@@ -78,6 +80,13 @@ def _check_args(shape, spacing, modality, lesion_fraction) -> None:
     lo, hi = lesion_fraction
     if not 0 < lo <= hi < 0.01:
         raise ValueError(f"lesion_fraction must be (lo, hi) with 0 < lo <= hi < 0.01, got {lesion_fraction}")
+    if int(n_lesions) < 1:
+        raise ValueError(f"n_lesions must be >= 1, got {n_lesions}")
+    if lesion_radii_mm is not None:
+        radii = np.asarray(lesion_radii_mm, float).ravel()
+        if radii.size not in (2, int(n_lesions)) or not np.all(radii > 0):
+            raise ValueError(f"lesion_radii_mm must be positive: (lo, hi) or one radius per lesion "
+                             f"({n_lesions}), got {lesion_radii_mm}")
 
 
 def make_phantom(
@@ -87,6 +96,8 @@ def make_phantom(
     modality: str = "ct",
     lesion_fraction: tuple[float, float] = (0.0005, 0.004),
     noise: float | None = None,
+    n_lesions: int = 1,
+    lesion_radii_mm: tuple[float, ...] | None = None,
 ) -> Phantom:
     """A deterministic CT- or MRI-like phantom (see the module docstring).
 
@@ -97,13 +108,23 @@ def make_phantom(
         modality: ``"ct"`` (HU-like) or ``"mri"`` (arbitrary units, bias field).
         lesion_fraction: (lo, hi) range of the lesion's share of all voxels; the target is drawn uniformly.
         noise: noise standard deviation (default 12 HU for CT, 25 a.u. for MRI).
+        n_lesions: number of lesions. 1 with ``lesion_radii_mm=None`` is the single border lesion sized by
+            ``lesion_fraction``; otherwise separate spheres (slightly deformed) inside the organ, more than
+            two voxels apart, sized by ``lesion_radii_mm`` (``lesion_fraction`` is then not used).
+        lesion_radii_mm: one radius per lesion in mm, or ``(lo, hi)`` to draw each radius log-uniformly
+            (with ``n_lesions == 2`` two values are the two radii); default
+            ``(max(spacing), smallest organ semi-axis / 3)``: from about two voxels across to large lesions.
+
+    ``meta["n_lesions"]`` is the number of lesions present (26-connected components of label 2); fewer
+    than ``n_lesions`` when they do not all fit in the organ apart from each other.
 
     Raises:
-        ValueError: bad ``shape``, ``spacing``, ``modality`` or ``lesion_fraction``.
+        ValueError: bad ``shape``, ``spacing``, ``modality``, ``lesion_fraction``, ``n_lesions`` or
+            ``lesion_radii_mm``.
     """
     shape = tuple(int(s) for s in shape)
     spacing = tuple(float(s) for s in spacing)
-    _check_args(shape, spacing, modality, lesion_fraction)
+    _check_args(shape, spacing, modality, lesion_fraction, n_lesions, lesion_radii_mm)
     rng = np.random.default_rng(seed)
     z, y, x = _mm_grid(shape, spacing)
     extent = np.array([n * s / 2.0 for n, s in zip(shape, spacing)])  # half field of view, mm
@@ -124,30 +145,35 @@ def make_phantom(
     organ_dist = np.sqrt((zc / organ_r[0]) ** 2 + (yc / organ_r[1]) ** 2 + (xc / organ_r[2]) ** 2)
     organ = (organ_dist <= 1.0) & body
 
-    # lesion: a slightly deformed sphere near the organ border (inside or straddling it)
-    n_voxels = int(np.prod(shape))
-    target = rng.uniform(*lesion_fraction) * n_voxels
-    voxel_mm3 = float(np.prod(spacing))
-    radius = (3.0 * target * voxel_mm3 / (4.0 * np.pi)) ** (1.0 / 3.0)
-    radius = max(radius, 1.05 * max(spacing) / 2.0)  # at least one voxel across in every direction
-    direction = rng.standard_normal(3)
-    direction /= np.linalg.norm(direction)
-    depth = rng.uniform(0.55, 0.9)  # fraction of the organ radius: inside, close to the border
-    lesion_centre = centre + depth * organ_r * direction
-    wobble = 0.15 * radius * _smooth_field(rng, shape, coarse=3)
-    lesion_dist = (
-        np.sqrt((z - lesion_centre[0]) ** 2 + (y - lesion_centre[1]) ** 2 + (x - lesion_centre[2]) ** 2)
-        + wobble
-    )
-    lesion = (lesion_dist <= radius) & body
-    if not lesion.any():  # tiny volumes: put at least the nearest voxel in
-        idx = np.unravel_index(np.argmin(np.where(body, lesion_dist, np.inf)), shape)
-        lesion[idx] = True
-    cap = max(1, int(min(1.5 * target, 0.0099 * n_voxels)))
-    if lesion.sum() > cap:  # stay near the target and never reach 1 %: keep the voxels closest to the centre
-        order = np.argsort(np.where(lesion, lesion_dist, np.inf), axis=None)[:cap]
-        lesion = np.zeros(shape, bool)
-        lesion.flat[order] = True
+    if int(n_lesions) > 1 or lesion_radii_mm is not None:
+        lesion = _several_lesions(rng, shape, spacing, (z, y, x), body, centre, organ_r, int(n_lesions),
+                                  lesion_radii_mm)
+    else:
+        # lesion: a slightly deformed sphere near the organ border (inside or straddling it)
+        n_voxels = int(np.prod(shape))
+        target = rng.uniform(*lesion_fraction) * n_voxels
+        voxel_mm3 = float(np.prod(spacing))
+        radius = (3.0 * target * voxel_mm3 / (4.0 * np.pi)) ** (1.0 / 3.0)
+        radius = max(radius, 1.05 * max(spacing) / 2.0)  # at least one voxel across in every direction
+        direction = rng.standard_normal(3)
+        direction /= np.linalg.norm(direction)
+        depth = rng.uniform(0.55, 0.9)  # fraction of the organ radius: inside, close to the border
+        lesion_centre = centre + depth * organ_r * direction
+        wobble = 0.15 * radius * _smooth_field(rng, shape, coarse=3)
+        lesion_dist = (
+            np.sqrt((z - lesion_centre[0]) ** 2 + (y - lesion_centre[1]) ** 2 + (x - lesion_centre[2]) ** 2)
+            + wobble
+        )
+        lesion = (lesion_dist <= radius) & body
+        if not lesion.any():  # tiny volumes: put at least the nearest voxel in
+            idx = np.unravel_index(np.argmin(np.where(body, lesion_dist, np.inf)), shape)
+            lesion[idx] = True
+        cap = max(1, int(min(1.5 * target, 0.0099 * n_voxels)))
+        if lesion.sum() > cap:  # stay near the target, never reach 1 %: keep the voxels closest to the centre
+            order = np.argsort(np.where(lesion, lesion_dist, np.inf), axis=None)[:cap]
+            lesion = np.zeros(shape, bool)
+            lesion.flat[order] = True
+    n_found = int(ndimage.label(lesion, structure=np.ones((3, 3, 3)))[1])  # 26-connected lesions
 
     label = np.zeros(shape, np.uint8)
     label[organ] = 1
@@ -176,19 +202,37 @@ def make_phantom(
         image = ndimage.gaussian_filter(image * bias, sigma=0.5)
         image = np.hypot(image + rng.normal(0.0, sd, shape), rng.normal(0.0, sd, shape))  # Rician
         meta = {}
-    meta.update(lesion_fraction=float(lesion.mean()), seed=seed)
+    meta.update(lesion_fraction=float(lesion.mean()), seed=seed, n_lesions=n_found)
     origin = tuple(float(v) for v in -(np.array(shape[::-1]) - 1) / 2.0 * np.array(spacing[::-1]))
     return Phantom(image.astype(np.float32), label, spacing, origin, modality=modality, meta=meta)
 
 
-def _to_sitk(array: np.ndarray, phantom: Phantom):
-    import SimpleITK as sitk
-
-    img = sitk.GetImageFromArray(array)
-    img.SetSpacing(tuple(float(s) for s in phantom.spacing[::-1]))
-    img.SetOrigin(phantom.origin)
-    img.SetDirection(phantom.direction)
-    return img
+def _several_lesions(rng, shape, spacing, grid, body, centre, organ_r, n, radii_mm) -> np.ndarray:
+    """``n`` separate, slightly deformed spheres inside the organ (rejection sampling of the centres)."""
+    z, y, x = grid
+    vox = max(spacing)
+    if radii_mm is None:
+        radii_mm = (vox, max(1.5 * vox, float(organ_r.min()) / 3.0))
+    r = np.asarray(radii_mm, float).ravel()
+    radii = r if r.size == n else np.exp(rng.uniform(np.log(r.min()), np.log(r.max()), n))
+    lesion = np.zeros(shape, bool)
+    placed: list[tuple[np.ndarray, float]] = []
+    for rad in sorted(radii, reverse=True):  # the large ones first: they are the hardest to fit
+        for _ in range(200):
+            direction = rng.standard_normal(3)
+            direction /= np.linalg.norm(direction)
+            c = centre + 0.9 * rng.uniform() ** (1 / 3) * np.maximum(organ_r - rad, 0.0) * direction
+            if all(np.linalg.norm(c - c2) > 1.1 * (rad + r2) + 2.0 * vox for c2, r2 in placed):
+                break
+        else:
+            continue  # no room left for this one
+        placed.append((c, rad))
+        d = np.sqrt((z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2)
+        sphere = (d <= rad * rng.uniform(0.92, 1.08)) & body
+        if not sphere.any():  # a radius under half a voxel: keep the nearest voxel
+            sphere.flat[np.argmin(np.where(body, d, np.inf))] = True
+        lesion |= sphere
+    return lesion
 
 
 def write_phantom(
@@ -223,11 +267,11 @@ def write_phantom(
             modality=modality,
         )
     else:
-        sitk.WriteImage(_to_sitk(phantom.image, phantom), str(image_path), useCompression=True)
+        sitk.WriteImage(phantom.image_volume().to_sitk(), str(image_path), useCompression=True)
     if label_path is not None:
         label_path = Path(label_path)
         label_path.parent.mkdir(parents=True, exist_ok=True)
-        sitk.WriteImage(_to_sitk(phantom.label, phantom), str(label_path), useCompression=True)
+        sitk.WriteImage(phantom.label_volume().to_sitk(), str(label_path), useCompression=True)
     return image_path, (Path(label_path) if label_path is not None else None)
 
 

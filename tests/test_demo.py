@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import csv
-import math
 
 import numpy as np
 import pytest
 
 from segbalance.cli import main
-from segbalance.demo import evaluate_case, summarise
+from segbalance.demo import case_metrics, format_table, summarise
+from segbalance.evaluation import image_diagonal_mm
+
+SPACING = (2.0, 1.0, 1.0)
 
 
 def _volume():
@@ -21,26 +23,38 @@ def _volume():
 
 def test_evaluate_perfect_prediction():
     label = _volume()
-    res = evaluate_case(label, label, (2.0, 1.0, 1.0))
+    res = case_metrics(label, label, SPACING)
     for k in (1, 2):
         assert res[k]["dice"] == pytest.approx(1.0) and res[k]["iou"] == pytest.approx(1.0)
         assert res[k]["hd95"] == pytest.approx(0.0) and res[k]["nsd"] == pytest.approx(1.0)
+        assert (res[k]["lesions_gt"], res[k]["lesions_found"], res[k]["lesions_fp"]) == (1, 1, 0)
 
 
 def test_evaluate_shifted_organ_and_missed_lesion():
     label = _volume()
     pred = np.zeros_like(label)
     pred[2:8, 5:15, 4:14] = 1  # organ shifted one voxel (1 mm) along y; lesion missed
-    res = evaluate_case(pred, label, (2.0, 1.0, 1.0))
+    pred[0, 0, 0:2] = 2  # a false-positive lesion elsewhere
+    pred_missed = pred.copy()
+    pred_missed[0, 0, 0:2] = 0
+    res = case_metrics(pred_missed, label, SPACING)
     inter = 6 * 9 * 10
     assert res[1]["dice"] == pytest.approx(2 * inter / 1200)
     assert res[1]["iou"] == pytest.approx(inter / (1200 - inter))
     assert res[1]["hd95"] == pytest.approx(1.0)  # every surface point is at most 1 mm from the other surface
     assert res[1]["nsd"] == pytest.approx(1.0)  # all within the 2 mm tolerance
-    assert res[2]["dice"] == 0.0 and math.isnan(res[2]["hd95"]) and res[2]["nsd"] == 0.0
-    summary = summarise([res, evaluate_case(label, label, (2.0, 1.0, 1.0))])
-    assert summary[2]["missed"] == 1 and summary[2]["hd95"] == pytest.approx(0.0)
-    assert summary[1]["dice"] == pytest.approx((2 * inter / 1200 + 1) / 2)
+    # the one evaluation rule (segbalance.evaluation.metrics): a missed class scores the image diagonal
+    assert res[2]["dice"] == 0.0 and res[2]["nsd"] == 0.0 and res[2]["flag"] == "missed"
+    assert res[2]["hd95"] == pytest.approx(image_diagonal_mm(label.shape, SPACING))
+    assert (res[2]["lesions_gt"], res[2]["lesions_found"]) == (1, 0)
+    fp = case_metrics(pred, label, SPACING)
+    assert (fp[2]["lesions_gt"], fp[2]["lesions_found"], fp[2]["lesions_fp"]) == (1, 0, 1)
+    summary = summarise([res, case_metrics(label, label, SPACING), fp])
+    assert summary[2]["missed"] == 1  # only the case with no lesion voxel predicted at all
+    assert (summary[2]["lesions_gt"], summary[2]["lesions_found"], summary[2]["lesions_fp"]) == (3, 1, 1)
+    assert summary[1]["dice"] == pytest.approx((2 * 2 * inter / 1200 + 1) / 3)
+    rows = [{"loss": "ce", "class": "lesion", **summary[2]}]
+    assert "1/3" in format_table(rows) and "lesions found" in format_table(rows)
 
 
 @pytest.mark.slow
@@ -50,6 +64,7 @@ def test_demo_tiny_end_to_end(tmp_path, capsys):
         assert main(["demo", "--tiny", "--out", str(out), "--losses", "ce", "boundary", "not_a_loss"]) == 0
     printed = capsys.readouterr().out
     assert "lesion" in printed and "organ" in printed
+    assert "lesions found" in printed
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert [(r["loss"], r["class"]) for r in rows] == [
         ("ce", "organ"),
@@ -59,6 +74,7 @@ def test_demo_tiny_end_to_end(tmp_path, capsys):
     ]
     for r in rows:
         assert 0.0 <= float(r["dice"]) <= 1.0
+        assert 0 <= int(r["lesions_found"]) <= int(r["lesions_gt"])
     assert (out / "results.png").stat().st_size > 1000
     # rerun: finished runs are reused, not retrained
     mtime = (out / "runs" / "ce" / "last.pt").stat().st_mtime_ns
@@ -66,6 +82,8 @@ def test_demo_tiny_end_to_end(tmp_path, capsys):
     assert (out / "runs" / "ce" / "last.pt").stat().st_mtime_ns == mtime
 
 
-def test_demo_rejects_only_unknown_losses(tmp_path):
-    with pytest.raises(ValueError, match="losses"), pytest.warns(UserWarning, match="'nope'"):
-        main(["demo", "--tiny", "--out", str(tmp_path), "--losses", "nope"])
+def test_demo_rejects_only_unknown_losses(tmp_path, capsys):
+    with pytest.warns(UserWarning, match="'nope'"):
+        assert main(["demo", "--tiny", "--out", str(tmp_path), "--losses", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "losses: none of the requested losses" in err

@@ -21,7 +21,7 @@ from segbalance.preprocessing.io import read_volume
 from segbalance.preprocessing.volume import Volume
 
 _HERE = Path(__file__).resolve().parent
-REAL_DIRS = [_HERE / "data" / "real", _HERE.parents[1] / "shared" / "data" / "real"]
+REAL_DIRS = [_HERE / "data" / "real"]  # cropped real cases (tests/data/real/README.md)
 CASES = ["lung1", "brain1", "breast1"]
 
 
@@ -29,7 +29,7 @@ def real_dir() -> Path:
     for d in REAL_DIRS:
         if (d / "lung1_image.nrrd").is_file():
             return d
-    pytest.skip("real CT/MR volumes not found (tests/data/real or ../shared/data/real)")
+    pytest.skip("real CT/MR volumes not found in tests/data/real")
 
 
 def lesion_crop(case: str, size: tuple[int, int, int], shift: tuple[int, int, int] = (0, 0, 0)):

@@ -61,9 +61,11 @@ def test_missing_and_extra_cases_listed_and_scored(folders):
 
 def test_parallel_equals_serial(folders):
     gt, p1, _ = folders
-    serial = evaluate_folders(gt, p1, progress=False)
-    parallel = evaluate_folders(gt, p1, jobs=2, progress=False)  # spawned process pool
+    serial = evaluate_folders(gt, p1, progress=False, lesions={})
+    parallel = evaluate_folders(gt, p1, jobs=2, progress=False, lesions={})  # spawned process pool
     assert json.dumps(parallel.rows) == json.dumps(serial.rows)
+    assert json.dumps(parallel.lesion_cases) == json.dumps(serial.lesion_cases) and serial.lesion_cases
+    assert json.dumps(parallel.lesions) == json.dumps(serial.lesions) and serial.lesions
 
 
 def test_geometry_mismatch_names_both_files(folders, tmp_path):
@@ -118,3 +120,96 @@ def test_cli_resume_reuses_unchanged_and_recomputes_changed(folders, tmp_path, c
     rows = list(csv.DictReader(open(out / "per_case.csv")))
     flag = next(r["flag"] for r in rows if r["case"] == "case_a" and r["label"] == "2")
     assert flag == "ok"
+
+
+def test_cli_lesion_outputs(folders, tmp_path, capsys):
+    from segbalance.cli import main
+
+    gt, p1, p2 = folders
+    out = tmp_path / "out"
+    rc = main(["evaluate", "--gt", str(gt), "--pred", f"CE={p1}", "--pred", f"DFL={p2}", "--out", str(out),
+               "--lesion-labels", "2"])
+    assert rc == 0
+    assert "GT lesions" in capsys.readouterr().out
+    per_case = list(csv.DictReader(open(out / "lesions_per_case.csv")))
+    assert {(r["method"], r["case"]) for r in per_case} == {(m, c) for m in ("CE", "DFL")
+                                                             for c in ("case_a", "case_b", "case_c")}
+    assert {r["label"] for r in per_case} == {"2"}
+    dfl = [r for r in per_case if r["method"] == "DFL"]
+    # DFL misses both GT lesions (case_a, case_c); case_b has none anywhere
+    assert sorted((r["case"], r["n_gt"], r["tp"], r["flag"]) for r in dfl) == [
+        ("case_a", "1", "0", "missed"), ("case_b", "0", "0", "both_empty"), ("case_c", "1", "0", "missed")]
+    ce_b = next(r for r in per_case if r["method"] == "CE" and r["case"] == "case_b")
+    assert ce_b["fp"] == "1" and ce_b["fp_components"] == "1"
+    # the 2x2x2-voxel false-positive lesion, in mm³ with the GT spacing
+    assert float(ce_b["fp_volume_mm3"]) == pytest.approx(8 * 2.0 * 0.9 * 0.8)
+    lesions = list(csv.DictReader(open(out / "lesions.csv")))
+    assert {r["kind"] for r in lesions} == {"gt", "pred"} and all(r["label"] == "2" for r in lesions)
+    summary = json.loads((out / "lesions.json").read_text())["summary"]
+    dfl_s = next(e for e in summary if e["method"] == "DFL")
+    assert (dfl_s["n_gt"], dfl_s["tp"], dfl_s["pooled"]["sensitivity"]) == (2, 0, 0.0)
+    ce_s = next(e for e in summary if e["method"] == "CE")
+    assert (ce_s["n_gt"], ce_s["tp"], ce_s["fp"]) == (2, 1, 1)  # case_a found, case_c no file, case_b FP
+    assert "lesion_summary" in json.loads((out / "summary.json").read_text())
+    assert "GT lesions" in (out / "summary.md").read_text()
+    assert (out / "detection_vs_size.png").stat().st_size > 0
+
+
+def _one_line_error(capsys, argv, *needles):
+    from segbalance.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+def test_cli_refuses_unsafe_method_names(folders, tmp_path, capsys):
+    gt, p1, _ = folders
+    out = tmp_path / "out"
+    for name in ("../../x", "a/b", "..", ".hidden", "a\\b", ""):
+        _one_line_error(capsys, ["evaluate", "--gt", str(gt), "--pred", f"{name}={p1}", "--out", str(out)],
+                        "not a safe file name")
+    assert not out.exists() and not (tmp_path.parent / "x.json").exists()
+    # a bare folder is named after its last component
+    from segbalance.evaluation.cli import parse_pred
+
+    assert parse_pred([f"{p1}/"]) == {"ce": f"{p1}/"}
+
+
+def test_cli_refuses_probabilities_and_negative_labels(folders, tmp_path, capsys):
+    gt, _, _ = folders
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    img = sitk.GetImageFromArray(_label().astype(np.float32) * 0.4)
+    img.SetSpacing(tuple(float(s) for s in reversed(SPACING_ZYX)))
+    sitk.WriteImage(img, str(bad / "case_a.nii.gz"))
+    args = ["evaluate", "--gt", str(gt), "--pred", f"P={bad}", "--out", str(tmp_path / "o"),
+            "--allow-missing"]
+    _one_line_error(capsys, args, "case_a.nii.gz", "integers")
+    neg = _label().astype(np.int16)
+    neg[0, 0, 0] = -1
+    img = sitk.GetImageFromArray(neg)
+    img.SetSpacing(tuple(float(s) for s in reversed(SPACING_ZYX)))
+    sitk.WriteImage(img, str(bad / "case_a.nii.gz"))
+    _one_line_error(capsys, args, "case_a.nii.gz", ">= 0")
+    # float files holding whole numbers are accepted
+    img = sitk.GetImageFromArray(_label().astype(np.float32))
+    img.SetSpacing(tuple(float(s) for s in reversed(SPACING_ZYX)))
+    sitk.WriteImage(img, str(bad / "case_a.nii.gz"))
+    from segbalance.cli import main
+
+    assert main(args + ["--no-plots"]) == 0
+
+
+def test_cli_missing_folders_one_line(folders, tmp_path, capsys):
+    _, p1, _ = folders
+    _one_line_error(capsys, ["evaluate", "--gt", str(tmp_path / "nogt"), "--pred", f"CE={p1}", "--out",
+                             str(tmp_path / "o")], "--gt", "nogt")
+    gt = folders[0]
+    _one_line_error(capsys, ["evaluate", "--gt", str(gt), "--pred", f"CE={tmp_path / 'nopred'}", "--out",
+                             str(tmp_path / "o")], "nopred")
+    _one_line_error(capsys, ["evaluate", "--gt", str(gt), "--pred", f"CE={p1}", "--out", str(tmp_path / "o"),
+                             "--size-bins", "1000,100"], "--size-bins")

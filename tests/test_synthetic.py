@@ -107,3 +107,24 @@ def test_dataset_resume_keeps_existing(tmp_path):
     mtime = path.stat().st_mtime_ns
     write_phantom_dataset(tmp_path, 2, seed=0, shape=SHAPE)
     assert path.stat().st_mtime_ns == mtime and (tmp_path / "images" / "case_001.nii.gz").exists()
+
+
+def test_several_lesions_count_and_sizes():
+    from scipy import ndimage
+
+    radii = (1.0, 2.0, 4.0, 7.0)
+    p = make_phantom((40, 128, 128), (2.0, 0.8, 0.8), seed=1, n_lesions=4, lesion_radii_mm=radii)
+    lab, n = ndimage.label(p.label == 2, structure=np.ones((3, 3, 3)))
+    assert n == p.meta["n_lesions"] == 4
+    sizes = np.sort(np.bincount(lab.ravel())[1:])
+    vox = 2.0 * 0.8 * 0.8
+    assert sizes[0] <= 10  # a lesion a few voxels across
+    # the largest: a ball of radius ~7 mm (±8 % radius jitter, discretisation)
+    assert 0.6 * 4 / 3 * np.pi * 7**3 < sizes[-1] * vox < 1.4 * 4 / 3 * np.pi * 7**3
+    q = make_phantom((40, 128, 128), (2.0, 0.8, 0.8), seed=1, n_lesions=4, lesion_radii_mm=radii)
+    np.testing.assert_array_equal(p.label, q.label)  # deterministic
+    assert make_phantom(SHAPE, SPACING, seed=0).meta["n_lesions"] == 1
+    with pytest.raises(ValueError, match="lesion_radii_mm"):
+        make_phantom(SHAPE, SPACING, n_lesions=3, lesion_radii_mm=(1.0, 2.0, 3.0, 4.0))
+    with pytest.raises(ValueError, match="n_lesions"):
+        make_phantom(SHAPE, SPACING, n_lesions=0)

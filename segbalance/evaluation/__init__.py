@@ -1,8 +1,21 @@
-"""Evaluation: Dice, IoU, precision, recall, HD95, ASD, surface Dice per case and class (MONAI semantics)."""
+"""Evaluation: Dice, IoU, precision, recall, HD95, ASD, surface Dice per case and class (MONAI semantics),
+and lesion-level detection metrics (connected components matched one-to-one; :mod:`.lesions`)."""
+
+from segbalance.extras import require
+
+require("monai", "cc3d", needed_for="segbalance.evaluation (metrics with MONAI's semantics, lesions)")
 
 from segbalance.evaluation.folders import FolderResult, evaluate_folders
+from segbalance.evaluation.lesions import LesionResult, evaluate_lesions
 from segbalance.evaluation.metrics import FLAGS, METRICS, ClassMetrics, evaluate_case, image_diagonal_mm
-from segbalance.evaluation.report import markdown_table, summarize, write_outputs
+from segbalance.evaluation.report import (
+    lesion_markdown_table,
+    markdown_table,
+    summarize,
+    summarize_lesions,
+    write_outputs,
+)
 
-__all__ = ["FLAGS", "METRICS", "ClassMetrics", "FolderResult", "evaluate_case", "evaluate_folders",
-           "image_diagonal_mm", "markdown_table", "summarize", "write_outputs"]
+__all__ = ["FLAGS", "METRICS", "ClassMetrics", "FolderResult", "LesionResult", "evaluate_case",
+           "evaluate_folders", "evaluate_lesions", "image_diagonal_mm", "lesion_markdown_table",
+           "markdown_table", "summarize", "summarize_lesions", "write_outputs"]

@@ -1,11 +1,17 @@
-"""``segbalance evaluate``: score one or more prediction folders against a ground-truth folder."""
+"""``segbalance evaluate``: score one or more prediction folders against a ground-truth folder, per voxel and
+per lesion (docs/evaluation.md)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
+import sys
 from pathlib import Path
+
+#: a method name becomes a file name (``OUT/.cache/NAME.json``) and a table column: letters, digits, ``._+-``
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
 
 
 def parse_tolerances(text: str | None) -> float | dict[int, float]:
@@ -21,14 +27,43 @@ def parse_tolerances(text: str | None) -> float | dict[int, float]:
 
 
 def parse_pred(items: list[str]) -> dict[str, str]:
-    """``["CE=dir1", "dir2"]`` -> ``{"CE": "dir1", "dir2": "dir2"}``."""
+    """``["CE=dir1", "runs/dir2"]`` -> ``{"CE": "dir1", "dir2": "runs/dir2"}`` (a bare folder is named after
+    its last component). Names must be safe file names: letters, digits and ``._+-``, starting with a letter
+    or digit (no path separator, no ``..``), else ``ValueError``."""
     out: dict[str, str] = {}
     for item in items:
-        name, _, path = item.partition("=") if "=" in item else (item, "", item)
+        name, _, path = item.partition("=") if "=" in item else (Path(item.rstrip("/\\")).name, "", item)
+        if not _SAFE_NAME.fullmatch(name) or ".." in name:
+            raise ValueError(f"--pred {item!r}: method name {name!r} is not a safe file name (use letters, "
+                             "digits and ._+- only, starting with a letter or digit; no / or ..)")
+        if not path:
+            raise ValueError(f"--pred {item!r}: no folder after '='")
         if name in out:
             raise ValueError(f"--pred: method name {name!r} given twice")
         out[name] = path
     return out
+
+
+def parse_bins(text: str | None) -> tuple[float, ...]:
+    """``"100,1000"`` -> ``(100.0, 1000.0)``: lesion size-bin edges in mm³."""
+    from segbalance.evaluation.lesions import DEFAULT_SIZE_BINS_MM3, _check_bins
+
+    if text is None:
+        return DEFAULT_SIZE_BINS_MM3
+    try:
+        return _check_bins([float(v) for v in text.split(",")])
+    except ValueError:
+        raise ValueError(f"--size-bins: expected increasing volumes in mm³ such as 100,1000, "
+                         f"got {text!r}") from None
+
+
+def _labels_arg(text: str | None, option: str) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{option}: expected comma-separated integer labels, got {text!r}") from None
 
 
 def _mtimes(*folders: str) -> list:
@@ -44,7 +79,8 @@ def _mtimes(*folders: str) -> list:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "evaluate", help="Dice, IoU, precision, recall, HD95, ASD, surface Dice per case and class",
+        "evaluate", help="Dice, IoU, precision, recall, HD95, ASD, surface Dice per case and class; lesion "
+                         "detection (sensitivity, precision, F1, PQ), lesion-wise Dice/HD95",
         description="Score prediction folders against ground truth (NIfTI/MHD/NRRD, matched by case id).")
     p.add_argument("--gt", required=True, help="folder of ground-truth label volumes")
     p.add_argument("--pred", required=True, action="append",
@@ -59,38 +95,73 @@ def register(subparsers) -> None:
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-resume", action="store_true",
                    help="recompute methods already scored in OUT/.cache on unchanged files")
+    g = p.add_argument_group("lesion-level metrics (connected components; docs/evaluation.md)")
+    g.add_argument("--no-lesions", action="store_true", help="skip the lesion-level metrics")
+    g.add_argument("--lesion-labels", help="classes scored per lesion (default: every scored class)")
+    g.add_argument("--connectivity", type=int, choices=(6, 18, 26), default=26,
+                   help="voxel connectivity of a lesion (default 26; in 2D images 6 means 4, 18/26 mean 8)")
+    g.add_argument("--matching", choices=("iou", "overlap"), default="iou",
+                   help="match lesions one-to-one by IoU >= --iou-threshold (default) or by any overlap")
+    g.add_argument("--iou-threshold", type=float, default=0.5, help="IoU needed for a match (default 0.5)")
+    g.add_argument("--size-bins",
+                   help="lesion volume bin edges in mm³ for the sensitivity per size (default 100,1000)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from segbalance.evaluation.folders import FolderResult, evaluate_folders
-    from segbalance.evaluation.report import markdown_table, summarize, write_outputs
+    from segbalance.evaluation.report import (
+        lesion_markdown_table,
+        markdown_table,
+        summarize,
+        summarize_lesions,
+        write_outputs,
+    )
 
-    labels = [int(v) for v in args.labels.split(",")] if args.labels else None
+    labels = _labels_arg(args.labels, "--labels")
     tol = parse_tolerances(args.nsd_tolerance)
     if isinstance(tol, dict) and labels is None:
         labels = sorted(tol)
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
-    rows, matching = {}, {}
+    if not 0 < args.iou_threshold <= 1:
+        raise ValueError(f"--iou-threshold must be in (0, 1], got {args.iou_threshold}")
+    preds = parse_pred(args.pred)
+    if not Path(args.gt).is_dir():
+        raise FileNotFoundError(f"--gt: ground-truth folder {args.gt} does not exist")
+    for name, folder in preds.items():
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"--pred {name}: prediction folder {folder} does not exist")
+    lesion_labels = _labels_arg(args.lesion_labels, "--lesion-labels")
+    if labels and lesion_labels and not set(lesion_labels) <= set(labels):
+        raise ValueError(f"--lesion-labels {args.lesion_labels}: not among the scored --labels {labels}")
+    lesions = None if args.no_lesions else {
+        "labels": lesion_labels, "connectivity": args.connectivity,
+        "matching": args.matching, "iou_threshold": args.iou_threshold,
+        "size_bins_mm3": parse_bins(args.size_bins)}
+    rows, matching, lesion_cases, lesion_rows = {}, {}, {}, {}
     cache_dir = Path(args.out) / ".cache"
-    for name, folder in parse_pred(args.pred).items():
+    for name, folder in preds.items():
         key = {"gt": str(Path(args.gt).resolve()), "pred": str(Path(folder).resolve()), "labels": labels,
                "tol": tol if not isinstance(tol, dict) else {str(k): v for k, v in tol.items()},
-               "subvoxels": args.subvoxels, "allow_missing": args.allow_missing,
+               "subvoxels": args.subvoxels, "allow_missing": args.allow_missing, "lesions": lesions,
                "mtimes": _mtimes(args.gt, folder)}
+        key = json.loads(json.dumps(key))  # as read back from the cache (tuples become lists)
         cache = cache_dir / f"{name}.json"
         cached = json.loads(cache.read_text()) if cache.is_file() and not args.no_resume else None
         if cached and cached.get("key") == key:  # resume: this method was already scored on these files
             print(f"{name}: reusing results in {cache} (--no-resume to recompute)")
-            res = FolderResult(cached["rows"], cached["missing"], cached["extra"])
+            res = FolderResult(cached["rows"], cached["missing"], cached["extra"],
+                               cached.get("lesion_cases", []), cached.get("lesions", []))
         else:
             res = evaluate_folders(args.gt, folder, labels, tol, args.subvoxels, args.allow_missing,
-                                   args.jobs)
+                                   args.jobs, progress=sys.stderr.isatty(), lesions=lesions)
             cache_dir.mkdir(parents=True, exist_ok=True)
             cache.write_text(json.dumps({"key": key, "rows": res.rows, "missing": res.missing,
-                                         "extra": res.extra}))
+                                         "extra": res.extra, "lesion_cases": res.lesion_cases,
+                                         "lesions": res.lesions}))
         rows[name] = res.rows
+        lesion_cases[name], lesion_rows[name] = res.lesion_cases, res.lesions
         matching[name] = {"missing": res.missing, "extra": res.extra}
         if res.missing:
             how = "skipped" if args.allow_missing else "scored as misses"
@@ -98,7 +169,11 @@ def run(args: argparse.Namespace) -> int:
         if res.extra:
             print(f"{name}: {len(res.extra)} prediction(s) without ground truth (ignored): "
                   f"{', '.join(res.extra)}")
-    paths = write_outputs(args.out, rows, matching, plots=not args.no_plots)
+    paths = write_outputs(args.out, rows, matching, plots=not args.no_plots,
+                          lesion_cases=None if lesions is None else lesion_cases,
+                          lesion_rows=None if lesions is None else lesion_rows)
     print(markdown_table(summarize(rows)))
+    if lesions is not None:
+        print(lesion_markdown_table(summarize_lesions(lesion_cases, lesion_rows)))
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0

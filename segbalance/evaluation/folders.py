@@ -3,16 +3,17 @@
 Files are NIfTI/MHD/NRRD volumes (other files, such as nnU-Net's ``.json``/``.pkl``, are ignored), read
 with :func:`segbalance.preprocessing.io.read_volume`; the grids must agree (shape exactly, spacing,
 origin and direction within tolerance), else a ``ValueError`` names both files. Metrics use the
-ground truth's spacing. Cases run in a process pool (``jobs``).
+ground truth's spacing. Label values must be non-negative integers (a float file holding whole numbers is
+accepted), else a ``ValueError`` names the file. With ``lesions`` (a dict of
+:func:`segbalance.evaluation.lesions.evaluate_lesions` options) each case also gets its lesion-level
+metrics. Cases run in a process pool (``jobs``).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 from segbalance.evaluation.metrics import evaluate_case, missing_prediction
@@ -45,29 +46,70 @@ def volumes_by_case(folder: str | os.PathLike, role: str) -> dict[str, Path]:
 
 @dataclass
 class FolderResult:
-    """Per-case rows (dicts with ``case`` and the :class:`ClassMetrics` fields) and the case matching."""
+    """Per-case rows (dicts with ``case`` and the :class:`ClassMetrics` fields) and the case matching;
+    with lesion metrics, ``lesion_cases`` (per case and class) and ``lesions`` (per lesion) rows too."""
 
     rows: list[dict]
     missing: list[str] = field(default_factory=list)  # GT cases without a prediction
     extra: list[str] = field(default_factory=list)  # predictions without a GT case
+    lesion_cases: list[dict] = field(default_factory=list)
+    lesions: list[dict] = field(default_factory=list)
 
 
-def _evaluate_pair(args: tuple) -> list[dict]:
+def check_label_values(array, path) -> None:
+    """Refuse a label map with negative or non-integer values (e.g. probabilities), naming ``path``."""
+    import numpy as np
+
+    if array.dtype.kind in "ui" or array.dtype == bool:
+        if array.dtype.kind == "i" and array.size and array.min() < 0:
+            raise ValueError(f"{path}: label values must be >= 0, found {array.min()}")
+        return
+    if array.dtype.kind != "f":
+        raise ValueError(f"{path}: label map must hold integers, got dtype {array.dtype}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{path}: label map holds NaN or infinite values")
+    if array.size and array.min() < 0:
+        raise ValueError(f"{path}: label values must be >= 0, found {array.min():g}")
+    frac = array != np.floor(array)
+    if frac.any():
+        raise ValueError(f"{path}: label values must be integers, found {array[frac].flat[0]:g} "
+                         "(a probability map? save the argmax label map)")
+
+
+def _evaluate_pair(args: tuple) -> tuple[list[dict], list[dict], list[dict]]:
     import numpy as np
 
     from segbalance.preprocessing.io import read_volume
     from segbalance.preprocessing.pairing import check_geometry
 
-    cid, gt_path, pred_path, labels, nsd_tolerance, use_subvoxels = args
+    cid, gt_path, pred_path, labels, nsd_tolerance, use_subvoxels, lesions = args
     gt = read_volume(gt_path)
     gt_arr = np.asarray(gt.array)
+    check_label_values(gt_arr, gt_path)
     if pred_path is None:
+        pred_arr = np.zeros_like(gt_arr)
         rows = missing_prediction(gt_arr, gt.spacing, labels, nsd_tolerance)
     else:
         pred = read_volume(pred_path)
         check_geometry(gt, pred)
-        rows = evaluate_case(np.asarray(pred.array), gt_arr, gt.spacing, labels, nsd_tolerance, use_subvoxels)
-    return [{"case": cid, **r.as_dict()} for r in rows]
+        pred_arr = np.asarray(pred.array)
+        check_label_values(pred_arr, pred_path)
+        rows = evaluate_case(pred_arr, gt_arr, gt.spacing, labels, nsd_tolerance, use_subvoxels)
+    l_cases, l_rows = [], []
+    if lesions is not None:
+        from segbalance.evaluation.lesions import evaluate_lesions
+
+        opts = dict(lesions)
+        lesion_labels = opts.pop("labels", None)
+        lab = [r.label for r in rows] if lesion_labels is None else [v for v in lesion_labels
+                                                                       if v in {r.label for r in rows}]
+        res = evaluate_lesions(pred_arr, gt_arr, gt.spacing, lab, nsd_tolerance=nsd_tolerance, **opts)
+        for r in res.classes:
+            if pred_path is None:
+                r["flag"] = "missing_prediction"
+            l_cases.append({"case": cid, **r})
+        l_rows = [{"case": cid, **r} for r in res.lesions]
+    return [{"case": cid, **r.as_dict()} for r in rows], l_cases, l_rows
 
 
 def evaluate_folders(
@@ -79,31 +121,56 @@ def evaluate_folders(
     allow_missing: bool = False,
     jobs: int = 1,
     progress: bool = True,
+    lesions: Mapping | None = None,
 ) -> FolderResult:
     """Score every ground-truth case; missing predictions count as misses unless ``allow_missing``.
 
     Without ``labels``, every label >= 1 seen in any case is scored in every case (a class absent from
     both files of a case becomes a ``both_empty`` row, so each mean states how many cases it is over).
+    ``lesions``: options of :func:`segbalance.evaluation.lesions.evaluate_lesions` (``connectivity``,
+    ``matching``, ``iou_threshold``, ``size_bins_mm3``, and ``labels``: the classes to score per lesion,
+    default all scored classes); ``None`` skips the lesion metrics.
     """
     gts = volumes_by_case(gt_dir, "ground-truth")
     preds = volumes_by_case(pred_dir, "prediction")
     missing = sorted(set(gts) - set(preds))
     extra = sorted(set(preds) - set(gts))
     todo = [c for c in sorted(gts) if c in preds or not allow_missing]
-    tasks = [(c, gts[c], preds.get(c), labels, nsd_tolerance, use_subvoxels) for c in todo]
+    tasks = [(c, gts[c], preds.get(c), labels, nsd_tolerance, use_subvoxels, lesions) for c in todo]
     from tqdm import tqdm
 
     if jobs > 1 and len(tasks) > 1:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        from segbalance.preprocessing.runs import process_pool  # spawn, the one pool rule
+
+        with process_pool(jobs) as pool:
             results = list(tqdm(pool.map(_evaluate_pair, tasks), total=len(tasks), disable=not progress,
                                 desc=f"evaluate {Path(pred_dir).name}"))
     else:
         bar = tqdm(tasks, disable=not progress, desc=f"evaluate {Path(pred_dir).name}")
         results = [_evaluate_pair(t) for t in bar]
-    rows = [r for case_rows in results for r in case_rows]
+    rows = [r for case_rows, _, _ in results for r in case_rows]
+    l_cases = [r for _, case_rows, _ in results for r in case_rows]
+    l_rows = [r for _, _, case_rows in results for r in case_rows]
     if labels is None:
         rows = _fill_absent_labels(rows, [c for c in todo])
-    return FolderResult(rows=rows, missing=missing, extra=extra)
+        if lesions is not None:
+            l_cases = _fill_absent_lesion_labels(l_cases, rows, lesions.get("labels"))
+    return FolderResult(rows=rows, missing=missing, extra=extra, lesion_cases=l_cases, lesions=l_rows)
+
+
+def _fill_absent_lesion_labels(l_cases: list[dict], rows: list[dict], lesion_labels) -> list[dict]:
+    """Lesion rows for the (case, label) pairs that :func:`_fill_absent_labels` added: nothing to detect."""
+    from segbalance.evaluation.lesions import empty_class_row
+
+    have = {(r["case"], r["label"]) for r in l_cases}
+    template = l_cases[0] if l_cases else None
+    for r in rows:
+        key = (r["case"], r["label"])
+        if key in have or (lesion_labels is not None and r["label"] not in lesion_labels) or template is None:
+            continue
+        l_cases.append({"case": r["case"], **empty_class_row(r["label"], list(template), r["flag"])})
+    l_cases.sort(key=lambda r: (r["case"], r["label"]))
+    return l_cases
 
 
 def _fill_absent_labels(rows: list[dict], cases: list[str]) -> list[dict]:

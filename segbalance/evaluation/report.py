@@ -1,4 +1,8 @@
-"""Summaries of per-case rows: mean ± std per method and class with case counts; CSV/JSON/Markdown; plots."""
+"""Summaries of per-case rows: mean ± std per method and class with case counts; CSV/JSON/Markdown; plots.
+
+Lesion-level rows (:mod:`segbalance.evaluation.lesions`) are summarised the same way, plus pooled detection
+counts: sensitivity, precision and F1 over all lesions of all cases, and sensitivity per lesion-size bin.
+"""
 
 from __future__ import annotations
 
@@ -53,8 +57,11 @@ def markdown_table(summary: list[dict], metrics: tuple[str, ...] = METRICS) -> s
 
 
 def write_outputs(out_dir: str | os.PathLike, rows_by_method: dict[str, list[dict]], matching: dict,
-                  plots: bool = True) -> dict[str, Path]:
-    """Write ``per_case.csv``, ``per_case.json``, ``summary.json``, ``summary.md`` and the plots."""
+                  plots: bool = True, lesion_cases: dict[str, list[dict]] | None = None,
+                  lesion_rows: dict[str, list[dict]] | None = None) -> dict[str, Path]:
+    """Write ``per_case.csv``, ``per_case.json``, ``summary.json``, ``summary.md`` and the plots; with lesion
+    rows also ``lesions.csv`` (per lesion), ``lesions_per_case.csv`` (per case and class), ``lesions.json``,
+    the lesion table in ``summary.md`` and ``detection_vs_size.png``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(rows_by_method)
@@ -67,8 +74,24 @@ def write_outputs(out_dir: str | os.PathLike, rows_by_method: dict[str, list[dic
             w.writeheader()
             w.writerows(flat)
     paths["json"].write_text(json.dumps(flat, indent=1, allow_nan=True))
-    paths["summary_json"].write_text(json.dumps({"summary": summary, "matching": matching}, indent=1))
+    l_summary = None
+    if lesion_cases is not None:
+        l_summary = summarize_lesions(lesion_cases, lesion_rows or {})
+        l_flat = [{"method": m, **r} for m, rows in lesion_cases.items() for r in rows]
+        les_flat = [{"method": m, **r} for m, rows in (lesion_rows or {}).items() for r in rows]
+        paths.update(lesions_csv=out / "lesions.csv", lesions_per_case_csv=out / "lesions_per_case.csv",
+                     lesions_json=out / "lesions.json")
+        _write_csv(paths["lesions_per_case_csv"], l_flat)
+        _write_csv(paths["lesions_csv"], les_flat)
+        paths["lesions_json"].write_text(json.dumps({"summary": l_summary, "per_case": l_flat,
+                                                     "lesions": les_flat}, indent=1))
+    paths["summary_json"].write_text(json.dumps({"summary": summary, "matching": matching,
+                                                 **({"lesion_summary": l_summary} if l_summary else {})},
+                                                indent=1))
     md = markdown_table(summary)
+    if l_summary:
+        md += "\nLesion level (connected components, one-to-one matching; docs/evaluation.md):\n\n"
+        md += lesion_markdown_table(l_summary)
     notes = []
     for method, mt in matching.items():
         if mt.get("missing"):
@@ -80,7 +103,116 @@ def write_outputs(out_dir: str | os.PathLike, rows_by_method: dict[str, list[dic
     if plots and flat:
         paths.update(plot_boxes(out, rows_by_method))
         paths["recall_iou"] = plot_recall_vs_iou(out / "recall_vs_iou.png", summary)
+        if l_summary:
+            paths["detection_vs_size"] = plot_detection_vs_size(out / "detection_vs_size.png", l_summary)
     return paths
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    fields = list(dict.fromkeys(k for r in rows for k in r)) or ["method"]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+
+
+#: per-case lesion metrics averaged over cases (mean ± std, n) in the lesion summary
+LESION_MEANS = ("sensitivity", "precision", "f1", "sq", "pq", "lesion_dice", "lesion_hd95", "lesion_nsd",
+                "fp_volume_mm3", "fn_volume_mm3")
+
+
+def _mean_std(values) -> dict:
+    v = np.array(values, dtype=float)
+    v = v[np.isfinite(v)]
+    nan = float("nan")
+    return {"mean": float(v.mean()) if v.size else nan, "std": float(v.std()) if v.size else nan,
+            "n": int(v.size)}
+
+
+def _ratio(a: int, b: int) -> float:
+    return a / b if b else float("nan")
+
+
+def summarize_lesions(cases_by_method: dict[str, list[dict]],
+                      lesions_by_method: dict[str, list[dict]] | None = None) -> list[dict]:
+    """One dict per (method, label): lesion counts summed over cases (``n_gt``, ``n_pred``, ``tp``, ``fp``,
+    ``fn``, autoPET's ``fp_components``/``fn_components``), pooled ``sensitivity``/``precision``/``f1`` over
+    all lesions, per-case means of :data:`LESION_MEANS` (``mean``/``std``/``n`` over finite values, as
+    :func:`summarize`), and ``by_size``: per size bin the GT lesions, those found, the pooled sensitivity."""
+    out = []
+    for method, rows in cases_by_method.items():
+        for label in sorted({r["label"] for r in rows}):
+            sel = [r for r in rows if r["label"] == label]
+            e: dict = {"method": method, "label": label, "cases": len(sel),
+                       "flags": dict(Counter(r["flag"] for r in sel))}
+            for k in ("n_gt", "n_pred", "tp", "fp", "fn", "fp_components", "fn_components"):
+                e[k] = int(sum(r[k] for r in sel))
+            e["pooled"] = {"sensitivity": _ratio(e["tp"], e["n_gt"]),
+                           "precision": _ratio(e["tp"], e["n_pred"]),
+                           "f1": _ratio(2 * e["tp"], e["n_gt"] + e["n_pred"])}
+            for m in LESION_MEANS:
+                e[m] = _mean_std([r[m] for r in sel])
+            bins = [k[len("n_gt_"):] for k in sel[0] if k.startswith("n_gt_")]
+            e["by_size"] = {}
+            for b in bins:
+                n, tp = int(sum(r[f"n_gt_{b}"] for r in sel)), int(sum(r[f"tp_{b}"] for r in sel))
+                e["by_size"][b] = {"n_gt": n, "tp": tp, "sensitivity": _ratio(tp, n)}
+            out.append(e)
+    return out
+
+
+def lesion_markdown_table(summary: list[dict]) -> str:
+    """Per method and class: GT lesions, found (TP), FP; pooled sensitivity, precision, F1; per-case mean
+    PQ, lesion-wise Dice and HD95 (BraTS 2023 style), autoPET FP/FN volume; sensitivity per size bin."""
+    if not summary:
+        return ""
+    bins = list(summary[0]["by_size"])
+
+    def ms(s, digits=3):
+        return "n/a" if not math.isfinite(s["mean"]) else f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
+
+    def f(v):
+        return "n/a" if not math.isfinite(v) else f"{v:.3f}"
+
+    head = ("| method | label | GT lesions | found | FP | sensitivity | precision | F1 | PQ | lesion Dice "
+            "| lesion HD95 (mm) | FP vol (mm³) | FN vol (mm³) | "
+            + " | ".join(f"sens {b}" for b in bins) + " |")
+    lines = [head, "|" + "---|" * (13 + len(bins))]
+    for e in summary:
+        p = e["pooled"]
+        sizes = " | ".join(f"{f(s['sensitivity'])} ({s['tp']}/{s['n_gt']})"
+                           for s in (e["by_size"][b] for b in bins))
+        lines.append(f"| {e['method']} | {e['label']} | {e['n_gt']} | {e['tp']} | {e['fp']} | "
+                     f"{f(p['sensitivity'])} | {f(p['precision'])} | {f(p['f1'])} | {ms(e['pq'])} | "
+                     f"{ms(e['lesion_dice'])} | {ms(e['lesion_hd95'], 1)} | {ms(e['fp_volume_mm3'], 0)} | "
+                     f"{ms(e['fn_volume_mm3'], 0)} | {sizes} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_detection_vs_size(path: Path, lesion_summary: list[dict]) -> Path:
+    """Detection rate (pooled sensitivity) against lesion-size bin: a line per method, a panel per class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = sorted({e["label"] for e in lesion_summary})
+    fig, axes = plt.subplots(1, len(labels), figsize=(1.5 + 3.5 * len(labels), 3.5), squeeze=False)
+    for ax, lab in zip(axes[0], labels):
+        for e in (e for e in lesion_summary if e["label"] == lab):
+            bins = list(e["by_size"])
+            ax.plot(range(len(bins)), [e["by_size"][b]["sensitivity"] for b in bins], marker="o",
+                    label=e["method"])
+            ax.set_xticks(range(len(bins)), [f"{b}\n(n={e['by_size'][b]['n_gt']})" for b in bins], fontsize=7)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_title(f"label {lab}")
+        ax.set_xlabel("lesion volume (mm³)")
+        ax.set_ylabel("detection rate (sensitivity)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
 
 
 def plot_boxes(out: Path, rows_by_method: dict[str, list[dict]],

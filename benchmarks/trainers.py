@@ -28,69 +28,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment, median, time_interleaved, write_json  # noqa: E402
 
+from segbalance.trainers.plans import dataset_json, plainconv_plans  # noqa: E402
+
 
 def plans(patch: list[int], batch_size: int) -> dict:
+    """nnU-Net's default-sized PlainConvUNet (features 32 → 320, 2 convolutions per stage, batch Dice)."""
     n = 6 if min(patch) >= 64 else 5
-    strides = [[1, 1, 1]] + [[2, 2, 2]] * (n - 1)
-    return {
-        "dataset_name": "Dataset999_Bench",
-        "plans_name": "nnUNetPlans",
-        "original_median_spacing_after_transp": [1.0, 1.0, 1.0],
-        "original_median_shape_after_transp": patch,
-        "image_reader_writer": "SimpleITKIO",
-        "transpose_forward": [0, 1, 2],
-        "transpose_backward": [0, 1, 2],
-        "configurations": {
-            "3d_fullres": {
-                "data_identifier": "nnUNetPlans_3d_fullres",
-                "preprocessor_name": "DefaultPreprocessor",
-                "batch_size": batch_size,
-                "patch_size": patch,
-                "median_image_size_in_voxels": patch,
-                "spacing": [1.0, 1.0, 1.0],
-                "normalization_schemes": ["CTNormalization"],
-                "use_mask_for_norm": [False],
-                "resampling_fn_data": "resample_data_or_seg_to_shape",
-                "resampling_fn_seg": "resample_data_or_seg_to_shape",
-                "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0},
-                "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0},
-                "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-                "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0},
-                "architecture": {
-                    "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-                    "arch_kwargs": {
-                        "n_stages": n,
-                        "features_per_stage": [min(32 * 2**i, 320) for i in range(n)],
-                        "conv_op": "torch.nn.modules.conv.Conv3d",
-                        "kernel_sizes": [[3, 3, 3]] * n,
-                        "strides": strides,
-                        "n_conv_per_stage": [2] * n,
-                        "n_conv_per_stage_decoder": [2] * (n - 1),
-                        "conv_bias": True,
-                        "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-                        "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-                        "dropout_op": None,
-                        "dropout_op_kwargs": None,
-                        "nonlin": "torch.nn.LeakyReLU",
-                        "nonlin_kwargs": {"inplace": True},
-                    },
-                    "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
-                },
-                "batch_dice": True,
-            }
-        },
-        "experiment_planner_used": "ExperimentPlanner",
-        "label_manager": "LabelManager",
-        "foreground_intensity_properties_per_channel": {"0": {"mean": 0.0, "std": 1.0}},
-    }
+    return plainconv_plans("Dataset999_Bench", patch, batch_size, [min(32 * 2**i, 320) for i in range(n)],
+                           n_conv=2, batch_dice=True)
 
 
-DATASET_JSON = {
-    "channel_names": {"0": "CT"},
-    "labels": {"background": 0, "organ": 1, "lesion": 2},
-    "numTraining": 1,
-    "file_ending": ".nii.gz",
-}
+DATASET_JSON = dataset_json(num_training=1)
 
 
 def build_trainer(cls, plan: dict, device: torch.device):

@@ -50,72 +50,11 @@ RTOL, ATOL = 1e-3, 1e-4
 
 def _plans(patch: list[int], batch_size: int) -> dict:
     """A 3d_fullres nnU-Net v2 plan for a tiny PlainConvUNet (5 stages, 4 deep-supervision outputs)."""
-    return {
-        "dataset_name": DATASET,
-        "plans_name": "nnUNetPlans",
-        "original_median_spacing_after_transp": [2.0, 1.0, 1.0],
-        "original_median_shape_after_transp": [2 * p for p in patch],
-        "image_reader_writer": "SimpleITKIO",
-        "transpose_forward": [0, 1, 2],
-        "transpose_backward": [0, 1, 2],
-        "configurations": {
-            "3d_fullres": {
-                "data_identifier": "nnUNetPlans_3d_fullres",
-                "preprocessor_name": "DefaultPreprocessor",
-                "batch_size": batch_size,
-                "patch_size": patch,
-                "median_image_size_in_voxels": [2 * p for p in patch],
-                "spacing": [2.0, 1.0, 1.0],
-                "normalization_schemes": ["CTNormalization"],
-                "use_mask_for_norm": [False],
-                "resampling_fn_data": "resample_data_or_seg_to_shape",
-                "resampling_fn_seg": "resample_data_or_seg_to_shape",
-                "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0,
-                                              "force_separate_z": None},
-                "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0,
-                                             "force_separate_z": None},
-                "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-                "resampling_fn_probabilities_kwargs": {
-                    "is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None,
-                },
-                "architecture": {
-                    "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-                    "arch_kwargs": {
-                        "n_stages": 5,
-                        "features_per_stage": [8, 16, 32, 32, 32],
-                        "conv_op": "torch.nn.modules.conv.Conv3d",
-                        "kernel_sizes": [[3, 3, 3]] * 5,
-                        "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
-                        "n_conv_per_stage": [1] * 5,
-                        "n_conv_per_stage_decoder": [1] * 4,
-                        "conv_bias": True,
-                        "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-                        "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-                        "dropout_op": None,
-                        "dropout_op_kwargs": None,
-                        "nonlin": "torch.nn.LeakyReLU",
-                        "nonlin_kwargs": {"inplace": True},
-                    },
-                    "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
-                },
-                "batch_dice": False,
-            }
-        },
-        "experiment_planner_used": "ExperimentPlanner",
-        "label_manager": "LabelManager",
-        "foreground_intensity_properties_per_channel": {
-            "0": {"max": 200.0, "mean": 40.0, "median": 40.0, "min": -50.0, "percentile_00_5": -10.0,
-                  "percentile_99_5": 170.0, "std": 25.0},
-        },
-    }
+    from segbalance.trainers.plans import plainconv_plans
 
-
-DATASET_JSON = {
-    "channel_names": {"0": "CT"},
-    "labels": {"background": 0, "organ": 1, "lesion": 2},
-    "numTraining": 2,
-    "file_ending": ".nii.gz",
-}
+    return plainconv_plans(DATASET, patch, batch_size, [8, 16, 32, 32, 32],
+                           strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
+                           spacing=(2.0, 1.0, 1.0), image_shape=[2 * p for p in patch])
 
 
 def _version(package: str) -> str | None:
@@ -362,6 +301,7 @@ def _nnunet_folders(patch: list[int], batch_size: int) -> Iterator[Path]:
     """A temporary ``nnUNet_preprocessed``/``nnUNet_results`` with a real plans.json and dataset.json, the
     segbalance trainers registered in ``nnUNet_extTrainer``; the environment is restored afterwards."""
     from segbalance.trainers import register
+    from segbalance.trainers.plans import dataset_json
 
     keys = ("nnUNet_preprocessed", "nnUNet_results", "nnUNet_compile", "nnUNet_extTrainer")
     saved = {k: os.environ.get(k) for k in keys}
@@ -371,7 +311,7 @@ def _nnunet_folders(patch: list[int], batch_size: int) -> Iterator[Path]:
         # nnU-Net infers its dataset class from the file endings in the data folder
         (base / "nnUNetPlans_3d_fullres" / "case_0.npz").touch()
         (base / "nnUNetPlans.json").write_text(json.dumps(_plans(patch, batch_size), indent=1))
-        (base / "dataset.json").write_text(json.dumps(DATASET_JSON, indent=1))
+        (base / "dataset.json").write_text(json.dumps(dataset_json(), indent=1))
         os.environ.update(nnUNet_preprocessed=str(Path(tmp) / "preprocessed"),
                           nnUNet_results=str(Path(tmp) / "results"), nnUNet_compile="false")
         register()

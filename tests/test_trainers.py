@@ -30,6 +30,8 @@ from segbalance.trainers import TRAINER_LOSSES, nnUNetTrainerSegBalance  # noqa:
 from segbalance.trainers.base import loss_state_file  # noqa: E402
 from segbalance.trainers.configurable import LOSS_ENV, read_loss_config  # noqa: E402
 from segbalance.trainers.discovery import ENV_VAR, EXT_FOLDER, export_line, register  # noqa: E402
+from segbalance.trainers.plans import dataset_json as plans_dataset_json  # noqa: E402
+from segbalance.trainers.plans import plainconv_plans  # noqa: E402
 
 PATCH = [8, 16, 16]
 SPACING = [2.0, 1.0, 1.0]
@@ -38,89 +40,13 @@ SHAPES = [(8, 16, 16), (8, 8, 8), (4, 4, 4), (2, 2, 2)]
 FACTORS = [(1, 1, 1), (1, 2, 2), (2, 4, 4), (4, 8, 8)]
 TRAINER_TERMS = {"nnUNetTrainerDFLDice": ["dfl", "dice"], "nnUNetTrainerBoundary": ["gdl_boundary", "gdl"]}
 
-PLANS = {
-    "dataset_name": "Dataset990_Unit",
-    "plans_name": "nnUNetPlans",
-    "original_median_spacing_after_transp": SPACING,
-    "original_median_shape_after_transp": [24, 40, 40],
-    "image_reader_writer": "SimpleITKIO",
-    "transpose_forward": [0, 1, 2],
-    "transpose_backward": [0, 1, 2],
-    "configurations": {
-        "3d_fullres": {
-            "data_identifier": "nnUNetPlans_3d_fullres",
-            "preprocessor_name": "DefaultPreprocessor",
-            "batch_size": 2,
-            "patch_size": PATCH,
-            "median_image_size_in_voxels": [24.0, 40.0, 40.0],
-            "spacing": SPACING,
-            "normalization_schemes": ["CTNormalization"],
-            "use_mask_for_norm": [False],
-            "resampling_fn_data": "resample_data_or_seg_to_shape",
-            "resampling_fn_seg": "resample_data_or_seg_to_shape",
-            "resampling_fn_data_kwargs": {
-                "is_seg": False,
-                "order": 3,
-                "order_z": 0,
-                "force_separate_z": None,
-            },
-            "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
-            "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-            "resampling_fn_probabilities_kwargs": {
-                "is_seg": False,
-                "order": 1,
-                "order_z": 0,
-                "force_separate_z": None,
-            },
-            "architecture": {
-                "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-                "arch_kwargs": {
-                    "n_stages": 5,
-                    "features_per_stage": [4, 8, 16, 16, 16],
-                    "conv_op": "torch.nn.modules.conv.Conv3d",
-                    "kernel_sizes": [[3, 3, 3]] * 5,
-                    "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
-                    "n_conv_per_stage": [1] * 5,
-                    "n_conv_per_stage_decoder": [1] * 4,
-                    "conv_bias": True,
-                    "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-                    "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-                    "dropout_op": None,
-                    "dropout_op_kwargs": None,
-                    "nonlin": "torch.nn.LeakyReLU",
-                    "nonlin_kwargs": {"inplace": True},
-                },
-                "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
-            },
-            "batch_dice": False,
-        }
-    },
-    "experiment_planner_used": "ExperimentPlanner",
-    "label_manager": "LabelManager",
-    "foreground_intensity_properties_per_channel": {
-        "0": {
-            "max": 200.0,
-            "mean": 40.0,
-            "median": 40.0,
-            "min": -50.0,
-            "percentile_00_5": -10.0,
-            "percentile_99_5": 170.0,
-            "std": 25.0,
-        }
-    },
-}
+PLANS = plainconv_plans("Dataset990_Unit", PATCH, 2, [4, 8, 16, 16, 16],
+                        strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]], spacing=SPACING,
+                        image_shape=[24, 40, 40])
 
 
 def dataset_json(ignore: bool = False, regions: bool = False) -> dict:
-    labels = {"background": 0, "organ": 1, "lesion": 2}
-    if regions:
-        labels = {"background": 0, "whole": [1, 2], "lesion": 2}
-    if ignore:
-        labels["ignore"] = 3
-    out = {"channel_names": {"0": "CT"}, "labels": labels, "numTraining": 5, "file_ending": ".nii.gz"}
-    if regions:
-        out["regions_class_order"] = [1, 2]
-    return out
+    return plans_dataset_json(5, ignore=ignore, regions=regions)
 
 
 @pytest.fixture

@@ -59,20 +59,27 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (one temporary file, no temporary folder: the fast path)."""
+@contextmanager
+def _atomic_file(path: str | os.PathLike) -> Iterator[tuple[int, Path]]:
+    """One temporary file beside ``path`` (no temporary folder: the fast path): yields its open descriptor
+    and the final path; on success it replaces ``path``, on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        yield fd, path
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    with _atomic_file(path) as (fd, final), os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return final
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -83,23 +90,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_save_npz(path: str | os.PathLike, compress: bool = True, **arrays: np.ndarray) -> Path:
     """``np.savez``/``np.savez_compressed`` written atomically, with fixed zip timestamps so the same arrays
     always give the same bytes (``np.savez`` stamps the current time). Read it with :func:`numpy.load`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-    try:
-        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", compression=method, allowZip64=True) as zf:
-            for name, array in arrays.items():
-                info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
-                info.compress_type = method
-                with zf.open(info, "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with _atomic_file(path) as (fd, final), os.fdopen(fd, "wb") as f, \
+            zipfile.ZipFile(f, "w", compression=method, allowZip64=True) as zf:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
+            info.compress_type = method
+            with zf.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+    return final
 
 
 def remove_stale_temps(root: str | os.PathLike) -> list[Path]:

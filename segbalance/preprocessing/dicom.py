@@ -116,16 +116,9 @@ def _sorted_slices(
     return ordered, float(np.mean(steps)), np.stack([row, col, normal], axis=1)
 
 
-def read_dicom_series(
-    folder: str | os.PathLike, series_uid: str | None = None, spacing_tolerance: float = 0.01
-) -> Volume:
-    """Read one DICOM series from ``folder`` as a volume in real units (HU for CT).
-
-    Raises:
-        ValueError: no series, several series and no ``series_uid`` (the message lists them), a gap,
-            duplicate or mixed-orientation slices, or an unreadable slice (named).
-    """
-    folder = Path(folder)
+def _series_slices(folder: Path, series_uid: str | None, spacing_tolerance: float):
+    """The slices of one series in ``folder`` sorted by position, its slice spacing and direction; the
+    series is ``series_uid`` or the only one (errors name the folder and list the series found)."""
     series = list_series(folder)
     if not series:
         raise ValueError(f"{folder}: no DICOM image slices found")
@@ -138,7 +131,20 @@ def read_dicom_series(
         series_uid = next(iter(series))
     if series_uid not in series:
         raise ValueError(f"{folder}: no series with SeriesInstanceUID {series_uid}; found {sorted(series)}")
-    ordered, dz, direction = _sorted_slices(series[series_uid], spacing_tolerance)
+    return _sorted_slices(series[series_uid], spacing_tolerance)
+
+
+def read_dicom_series(
+    folder: str | os.PathLike, series_uid: str | None = None, spacing_tolerance: float = 0.01
+) -> Volume:
+    """Read one DICOM series from ``folder`` as a volume in real units (HU for CT).
+
+    Raises:
+        ValueError: no series, several series and no ``series_uid`` (the message lists them), a gap,
+            duplicate or mixed-orientation slices, or an unreadable slice (named).
+    """
+    folder = Path(folder)
+    ordered, dz, direction = _series_slices(folder, series_uid, spacing_tolerance)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(s.path) for s in ordered])
     try:
@@ -164,18 +170,7 @@ def read_series_headers(
 ) -> list[pydicom.Dataset]:
     """Headers (no pixel data) of one series' slices in the order :func:`read_dicom_series` stacks them
     (array index ``z``); each dataset's ``filename`` is its file. Same errors as :func:`read_dicom_series`."""
-    folder = Path(folder)
-    series = list_series(folder)
-    if not series:
-        raise ValueError(f"{folder}: no DICOM image slices found")
-    if series_uid is None:
-        if len(series) > 1:
-            raise ValueError(f"{folder}: holds {len(series)} DICOM series ({', '.join(sorted(series))}); "
-                             "choose one with series_uid")
-        series_uid = next(iter(series))
-    if series_uid not in series:
-        raise ValueError(f"{folder}: no series with SeriesInstanceUID {series_uid}; found {sorted(series)}")
-    ordered, _, _ = _sorted_slices(series[series_uid], spacing_tolerance)
+    ordered, _, _ = _series_slices(Path(folder), series_uid, spacing_tolerance)
     return [pydicom.dcmread(s.path, stop_before_pixels=True) for s in ordered]
 
 

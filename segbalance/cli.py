@@ -88,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         if debug:
             traceback.print_exc()
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in message:
-            message = f"{exc.filename}: {message}"
+        if isinstance(exc, OSError) and exc.filename and exc.strerror:  # "[Errno 2] …: 'x'" -> "x: …"
+            message = f"{exc.filename}: {exc.strerror}"
+        else:
+            message = " ".join(str(exc).split()) or type(exc).__name__
         hint = "" if debug else " (--debug for the traceback)"
         print(f"{prog}: error: {message}{hint}", file=sys.stderr)
         return 2

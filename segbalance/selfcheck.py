@@ -534,11 +534,9 @@ def run(args: argparse.Namespace) -> int:
     result = run_selfcheck(args.device, quick=args.quick)
     print(format_report(result))
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, path)
+        from segbalance.atomic import atomic_write_text
+
+        path = atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
         print(f"wrote {path}")
     return 0 if result["passed"] else 1
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
+from segbalance.atomic import atomic_write
 from segbalance.preprocessing.volume import Volume
 
 __all__ = [
@@ -492,10 +493,8 @@ def write_rtstruct(
     ds.ROIContourSequence = roi_contours
     ds.RTROIObservationsSequence = observations
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    ds.save_as(tmp, enforce_file_format=True)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
     return path
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segbalance.atomic import atomic_write
 from segbalance.extras import require
 
 require("pydicom", "highdicom", needed_for="DICOM-SEG output (export-seg, predict --format dicom-seg)")
@@ -145,10 +146,8 @@ def write_dicom_seg(
     seg.SeriesDescription = series_description[:64]
     _deidentify(seg, headers[0])
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    seg.save_as(tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        seg.save_as(tmp)
     return path
 
 

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from segbalance.atomic import atomic_write_text
+
 __all__ = ["predict_volume", "predict_folder", "find_inputs", "PredictReport", "register"]
 
 FORMATS = {"nifti": ".nii.gz", "dicom-seg": ".dcm", "rtstruct": ".dcm", "nrrd": ".nrrd", "mha": ".mha"}
@@ -143,13 +145,6 @@ def _fingerprint(path: Path) -> list:
         return [st.st_size, st.st_mtime_ns]
     files = [f.stat() for f in path.rglob("*") if f.is_file()]
     return [len(files), sum(s.st_size for s in files), max((s.st_mtime_ns for s in files), default=0)]
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -280,7 +275,7 @@ def predict_folder(
             from segbalance.preprocessing.io import write_volume
 
             write_volume(volume.with_array(label), out)
-        _atomic_text(marker, json.dumps(record))
+        atomic_write_text(marker, json.dumps(record))
         return time.perf_counter() - t
 
     def one_line(exc: BaseException) -> str:

@@ -26,8 +26,6 @@ import json
 import sys
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment, median, time_interleaved  # noqa: E402
 
 from segbalance.evaluation.metrics import METRICS, evaluate_case  # noqa: E402
+from segbalance.preprocessing.runs import process_pool  # noqa: E402
 
 SHAPE = (200, 512, 512)
 SPACING = (1.0, 0.8, 0.8)
@@ -262,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                              repeats=args.repeats, warmup=0)
     # cases in parallel (each worker generates its case: only the evaluation differs from the serial run)
     par = []
-    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
+    with process_pool(args.jobs) as pool:  # the pool `segbalance evaluate -j` uses
         list(pool.map(_ours_case, range(args.jobs)))  # start workers, import libraries
         for _ in range(args.repeats):
             t0 = time.perf_counter()

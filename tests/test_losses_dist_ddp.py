@@ -20,6 +20,8 @@ import torch.multiprocessing as mp
 
 from segbalance.monai_losses import get
 
+pytestmark = pytest.mark.slow  # spawns two processes (gloo)
+
 NAMES = ("recall", "wce", "cb_ce")
 
 # (name, kwargs): losses whose value depends on batch statistics with gradient

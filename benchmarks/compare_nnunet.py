@@ -136,6 +136,7 @@ def write_budget_trainers(ext: Path, trainers: list[str], budget: str, spec: dic
             f"        self.num_epochs = {spec['epochs']}",
             f"        self.num_iterations_per_epoch = {spec['iterations']}",
             f"        self.num_val_iterations_per_epoch = {spec['val_iterations']}",
+            "        self.save_every = 1  # checkpoint_latest.pth every epoch: a killed run continues (--c)",
             "",
             "    def perform_actual_validation(self, save_probabilities=False):",
             "        # the comparison scores the held-out test cases, not the fold's validation cases",

@@ -9,7 +9,6 @@ budget on a GPU), evaluates the held-out phantoms and writes ``results.csv`` and
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import warnings
@@ -121,10 +120,12 @@ def run_demo(
     """
     import torch
 
+    from segbalance.atomic import atomic_write_text
+    from segbalance.evaluation.report import write_csv
     from segbalance.monai_losses import names
     from segbalance.preprocessing.io import read_volume
     from segbalance.synthetic import write_phantom_dataset
-    from segbalance.training import TrainConfig, load_model, predict_volume, train
+    from segbalance.training import TrainConfig, load_checkpoint, load_model, predict_volume, train
 
     out = Path(out)
     b = {**_budget(tiny, torch.cuda.is_available()), **(budget or {})}
@@ -163,7 +164,7 @@ def run_demo(
             progress=progress,
         )
         last = run_dir / "last.pt"
-        done = last.exists() and torch.load(last, weights_only=True)["epoch"] + 1 >= b["epochs"]
+        done = last.exists() and load_checkpoint(last)["epoch"] + 1 >= b["epochs"]
         if not done:
             cfg.resume = last.exists()
             train(cfg)
@@ -176,9 +177,9 @@ def run_demo(
             per_case.append(case_metrics(pred, label, image.spacing))
         for k, row in summarise(per_case).items():
             rows.append({"loss": name, "class": CLASS_NAMES.get(k, str(k)), **row})
-    _write_csv(rows, out / "results.csv")
+    write_csv(out / "results.csv", rows, fields=["loss", "class", *METRICS, "missed", *LESION_COUNTS])
     _plot(rows, out / "results.png")
-    (out / "budget.json").write_text(json.dumps({**b, "losses": list(losses), "seed": seed}, indent=1))
+    atomic_write_text(out / "budget.json", json.dumps({**b, "losses": list(losses), "seed": seed}, indent=1))
     return rows
 
 
@@ -197,18 +198,13 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _write_csv(rows: list[dict], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["loss", "class", *METRICS, "missed", *LESION_COUNTS])
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def _plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from segbalance.evaluation.report import save_figure
 
     losses = list(dict.fromkeys(r["loss"] for r in rows))
     classes = list(dict.fromkeys(r["class"] for r in rows))
@@ -222,7 +218,7 @@ def _plot(rows: list[dict], path: Path) -> None:
         ax.set_title(m + (" (mm, lower better)" if m == "hd95" else ""))
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)
     plt.close(fig)
 
 

@@ -458,7 +458,10 @@ def run_selfcheck(device: str | None = None, quick: bool = False, loss_size: int
     import torch
 
     t0 = time.perf_counter()
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:  # torch's own message lists every device type; ours says what selfcheck takes
+        raise ValueError(f"--device must be cpu or cuda, got {device!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: torch.cuda.is_available() is False on this machine "
                          f"(torch {torch.__version__}, built for CUDA {torch.version.cuda})")

@@ -114,6 +114,8 @@ def test_cli_resume_reuses_unchanged_and_recomputes_changed(folders, tmp_path, c
     capsys.readouterr()
     assert main(args) == 0
     assert "reusing results" in capsys.readouterr().out
+    # the cache is written atomically (a killed run cannot leave a half-written one): only the final file
+    assert sorted(p.name for p in (out / ".cache").iterdir()) == ["DFL.json"]
     _write(p2 / "case_a.nii.gz", _label())  # now the lesion of case_a is found: must be recomputed
     assert main(args) == 0
     assert "reusing results" not in capsys.readouterr().out

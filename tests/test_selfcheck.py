@@ -113,6 +113,13 @@ def test_cuda_without_a_gpu_is_a_one_line_error(capsys):
     assert err.startswith("segbalance selfcheck: error: --device cuda") and "Traceback" not in err
 
 
+def test_unknown_device_is_a_one_line_error(capsys):
+    assert main(["selfcheck", "--device", "gpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("segbalance selfcheck: error: --device must be cpu or cuda, got 'gpu'")
+    assert "Traceback" not in err
+
+
 @pytest.mark.slow
 def test_full_selfcheck_passes_on_cpu():
     result = selfcheck.run_selfcheck("cpu")

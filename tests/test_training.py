@@ -187,3 +187,15 @@ def test_training_on_a_test_split_writes_predictions_where_evaluate_reads_them(t
     train(TrainConfig(out=str(tmp_path / "run2"), data=str(root), dim=2, size=(32, 32), epochs=1,
                       predict_test=False, **TINY))
     assert not (tmp_path / "run2" / "pred").exists()
+
+
+def test_bad_device_is_a_one_line_error(tmp_path, capsys):
+    from segbalance.cli import main
+
+    assert main(["train", "--out", str(tmp_path / "run"), "--device", "gpu", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("segbalance train: error: --device must be cpu, cuda or cuda:N, got 'gpu'")
+    assert "Traceback" not in err and not (tmp_path / "run").exists()  # refused before anything is written
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"--device cuda: torch.cuda.is_available\(\) is False"):
+            train(TrainConfig(out=str(tmp_path / "run"), device="cuda", progress=False))

@@ -124,6 +124,20 @@ def test_resume_refuses_a_changed_fixed_option(tmp_path, data):
     assert load_checkpoint(last)["epoch"] == 0  # nothing was trained
 
 
+def test_resume_refusal_names_the_real_flags():
+    """The refusal lists the options that may change by their command-line flags (--no-predict, not the
+    field name predict_test)."""
+    cfg = TrainConfig(loss="dice", progress=False)
+    saved = {**cfg.record(), "loss": "ce"}
+    with pytest.raises(ValueError) as err:
+        engine.check_resume_options("last.pt", saved, cfg)
+    message = str(err.value)
+    assert message.startswith("last.pt: cannot resume with changed options: --loss 'ce' -> 'dice' (")
+    assert message.endswith("--no-amp, --num-workers, --no-progress, --compile-loss, --no-predict may change "
+                            "on --resume")
+    assert "--predict-test" not in message and "--amp" not in message.replace("--no-amp", "")
+
+
 def test_cli_resume_takes_options_from_the_checkpoint(tmp_path, data, capsys):
     out = tmp_path / "run"
     common = ["--out", str(out), "--epochs", "2", "--no-progress"]

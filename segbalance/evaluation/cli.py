@@ -109,6 +109,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from segbalance.atomic import atomic_write_text
     from segbalance.evaluation.folders import FolderResult, evaluate_folders
     from segbalance.evaluation.report import (
         lesion_markdown_table,
@@ -156,10 +157,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             res = evaluate_folders(args.gt, folder, labels, tol, args.subvoxels, args.allow_missing,
                                    args.jobs, progress=sys.stderr.isatty(), lesions=lesions)
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps({"key": key, "rows": res.rows, "missing": res.missing,
-                                         "extra": res.extra, "lesion_cases": res.lesion_cases,
-                                         "lesions": res.lesions}))
+            # atomic: a run killed while writing must not leave a cache the next run cannot parse
+            atomic_write_text(cache, json.dumps({"key": key, "rows": res.rows, "missing": res.missing,
+                                                 "extra": res.extra, "lesion_cases": res.lesion_cases,
+                                                 "lesions": res.lesions}))
         rows[name] = res.rows
         lesion_cases[name], lesion_rows[name] = res.lesion_cases, res.lesions
         matching[name] = {"missing": res.missing, "extra": res.extra}

@@ -7,6 +7,7 @@ counts: sensitivity, precision and F1 over all lesions of all cases, and sensiti
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segbalance.atomic import atomic_write, atomic_write_text
 from segbalance.evaluation.metrics import METRICS
 
 _HIGHER_BETTER = {"dice", "iou", "precision", "recall", "nsd"}
@@ -33,10 +35,7 @@ def summarize(rows_by_method: dict[str, list[dict]]) -> list[dict]:
             entry: dict = {"method": method, "label": label, "cases": len(sel),
                            "flags": dict(Counter(r["flag"] for r in sel))}
             for m in METRICS:
-                v = np.array([r[m] for r in sel], dtype=float)
-                v = v[np.isfinite(v)]
-                entry[m] = {"mean": float(v.mean()) if v.size else float("nan"),
-                            "std": float(v.std()) if v.size else float("nan"), "n": int(v.size)}
+                entry[m] = _mean_std([r[m] for r in sel])
             out.append(entry)
     return out
 
@@ -69,11 +68,8 @@ def write_outputs(out_dir: str | os.PathLike, rows_by_method: dict[str, list[dic
     paths = {"csv": out / "per_case.csv", "json": out / "per_case.json", "summary_json": out / "summary.json",
              "summary_md": out / "summary.md"}
     if flat:
-        with open(paths["csv"], "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(flat[0]))
-            w.writeheader()
-            w.writerows(flat)
-    paths["json"].write_text(json.dumps(flat, indent=1, allow_nan=True))
+        write_csv(paths["csv"], flat)
+    atomic_write_text(paths["json"], json.dumps(flat, indent=1, allow_nan=True))
     l_summary = None
     if lesion_cases is not None:
         l_summary = summarize_lesions(lesion_cases, lesion_rows or {})
@@ -81,11 +77,11 @@ def write_outputs(out_dir: str | os.PathLike, rows_by_method: dict[str, list[dic
         les_flat = [{"method": m, **r} for m, rows in (lesion_rows or {}).items() for r in rows]
         paths.update(lesions_csv=out / "lesions.csv", lesions_per_case_csv=out / "lesions_per_case.csv",
                      lesions_json=out / "lesions.json")
-        _write_csv(paths["lesions_per_case_csv"], l_flat)
-        _write_csv(paths["lesions_csv"], les_flat)
-        paths["lesions_json"].write_text(json.dumps({"summary": l_summary, "per_case": l_flat,
+        write_csv(paths["lesions_per_case_csv"], l_flat)
+        write_csv(paths["lesions_csv"], les_flat)
+        atomic_write_text(paths["lesions_json"], json.dumps({"summary": l_summary, "per_case": l_flat,
                                                      "lesions": les_flat}, indent=1))
-    paths["summary_json"].write_text(json.dumps({"summary": summary, "matching": matching,
+    atomic_write_text(paths["summary_json"], json.dumps({"summary": summary, "matching": matching,
                                                  **({"lesion_summary": l_summary} if l_summary else {})},
                                                 indent=1))
     md = markdown_table(summary)
@@ -99,7 +95,7 @@ def write_outputs(out_dir: str | os.PathLike, rows_by_method: dict[str, list[dic
                          f"{', '.join(mt['missing'])}")
         if mt.get("extra"):
             notes.append(f"- {method}: predictions without ground truth (ignored): {', '.join(mt['extra'])}")
-    paths["summary_md"].write_text(md + ("\n" + "\n".join(notes) + "\n" if notes else ""))
+    atomic_write_text(paths["summary_md"], md + ("\n" + "\n".join(notes) + "\n" if notes else ""))
     if plots and flat:
         paths.update(plot_boxes(out, rows_by_method))
         paths["recall_iou"] = plot_recall_vs_iou(out / "recall_vs_iou.png", summary)
@@ -108,12 +104,14 @@ def write_outputs(out_dir: str | os.PathLike, rows_by_method: dict[str, list[dic
     return paths
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    fields = list(dict.fromkeys(k for r in rows for k in r)) or ["method"]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
+def write_csv(path: str | os.PathLike, rows: list[dict], fields: list[str] | None = None) -> Path:
+    """``rows`` as CSV (columns ``fields``, default every key in first-seen order), written atomically."""
+    fields = fields or list(dict.fromkeys(k for r in rows for k in r)) or ["method"]
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    w.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
 
 
 #: per-case lesion metrics averaged over cases (mean ± std, n) in the lesion summary
@@ -210,7 +208,7 @@ def plot_detection_vs_size(path: Path, lesion_summary: list[dict]) -> Path:
         ax.set_ylabel("detection rate (sensitivity)")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)
     plt.close(fig)
     return Path(path)
 
@@ -238,7 +236,7 @@ def plot_boxes(out: Path, rows_by_method: dict[str, list[dict]],
             ax.set_ylabel(m + (" (mm)" if m not in _HIGHER_BETTER else ""))
         fig.tight_layout()
         p = out / f"box_{m}.png"
-        fig.savefig(p, dpi=100)
+        save_figure(fig, p)
         plt.close(fig)
         paths[f"box_{m}"] = p
     return paths
@@ -261,6 +259,12 @@ def plot_recall_vs_iou(path: Path, summary: list[dict]) -> Path:
     ax.set_xlabel("mean IoU")
     ax.set_ylabel("mean recall")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)
     plt.close(fig)
     return Path(path)
+
+
+def save_figure(fig, path: str | os.PathLike) -> None:
+    """``fig.savefig`` through :func:`segbalance.atomic.atomic_write` (PNG, 100 dpi)."""
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=100)

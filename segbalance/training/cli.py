@@ -58,7 +58,7 @@ def register(subparsers) -> None:
         help="train a MONAI UNet with a segbalance loss (2D slices or 3D patches)",
         description="Train a MONAI UNet on an images/ + labels/ folder (or phantoms). With --resume, options "
         "not given are taken from the checkpoint; only --epochs, --lr, --steps-per-epoch, --device, "
-        "--no-amp, --num-workers, --no-progress, --compile-loss may differ from it. "
+        "--no-amp, --num-workers, --no-progress, --compile-loss, --no-predict may differ from it. "
         "Multi-GPU: torchrun --nproc_per_node N -m segbalance.cli train ...",
     )
     p.add_argument("--data", help="folder with images/ and labels/ (any format read_volume reads)")

@@ -187,7 +187,13 @@ def _init_distributed(device: str | None) -> tuple[int, int, torch.device]:
             torch.cuda.set_device(local)
             return dist.get_rank(), world, torch.device("cuda", local)
         return dist.get_rank(), world, torch.device("cpu")
-    return 0, 1, torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise ValueError(f"--device must be cpu, cuda or cuda:N, got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: torch.cuda.is_available() is False on this machine")
+    return 0, 1, dev
 
 
 def _loss_fn(name: str, kwargs: dict, compile: bool = False) -> torch.nn.Module:
@@ -201,7 +207,8 @@ def _loss_fn(name: str, kwargs: dict, compile: bool = False) -> torch.nn.Module:
 
 def _flag(option: str) -> str:
     """The ``segbalance train`` flag of a :class:`TrainConfig` field."""
-    return {"amp": "--no-amp", "progress": "--no-progress"}.get(option, "--" + option.replace("_", "-"))
+    flags = {"amp": "--no-amp", "progress": "--no-progress", "predict_test": "--no-predict"}
+    return flags.get(option, "--" + option.replace("_", "-"))
 
 
 def check_resume_options(checkpoint: Path, saved: dict, cfg: TrainConfig) -> None:

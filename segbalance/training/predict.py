@@ -10,9 +10,9 @@ model trains at native spacing too) and writes label volumes with the input's sp
 direction as NIfTI (``<case>.nii.gz``), DICOM-SEG or RTSTRUCT (``<case>.dcm``, referencing the source
 series). With ``jobs >= 1`` the next input is read and the previous prediction written in threads while the
 model runs.
-A re-run skips cases whose output exists and whose source and checkpoint (size + mtime) are unchanged;
-the record is ``DST/.segbalance/predict/<case>.json``. A bad case does not stop the run: failures are
-listed at the end (exit code 1).
+A re-run skips cases whose output exists and whose source (an MHD's data file included) and checkpoint
+(size + mtime) are unchanged; the record is ``DST/.segbalance/predict/<case>.json``. A bad case does not
+stop the run: failures are listed at the end (exit code 1).
 """
 
 from __future__ import annotations
@@ -92,11 +92,6 @@ def predict_volume(model, info: dict, image: np.ndarray, batch_size: int = 16, *
 # ------------------------------------------------------------------------------------------------ inputs
 
 
-def _strip_channel(name: str) -> str:
-    stem, sep, channel = name.rpartition("_")
-    return stem if sep and len(channel) == 4 and channel.isdigit() else name
-
-
 def find_inputs(src: str | os.PathLike) -> list[tuple[str, Path]]:
     """``[(case id, path)]`` of the volumes to predict under ``src``.
 
@@ -105,13 +100,13 @@ def find_inputs(src: str | os.PathLike) -> list[tuple[str, Path]]:
     (images without a label) are taken. A ``_0000`` channel suffix is dropped from the case id.
     """
     from segbalance.preprocessing.io import VOLUME_EXTENSIONS, case_id
-    from segbalance.preprocessing.pairing import find_cases
+    from segbalance.preprocessing.pairing import _split_channel, find_cases
 
     src = Path(src)
     if not src.exists():
         raise FileNotFoundError(f"{src}: input does not exist")
     if src.is_file():
-        return [(_strip_channel(case_id(src)), src)]
+        return [(_split_channel(case_id(src))[0], src)]
     if any((src / d).is_dir() for d in ("images", "imagesTr", "imagesTs")):
         out = []
         for case in find_cases(src):
@@ -129,7 +124,7 @@ def find_inputs(src: str | os.PathLike) -> list[tuple[str, Path]]:
     dicom_files = [e for e in entries if e.is_file() and e not in volumes]
     if not volumes and not folders and dicom_files:
         return [(src.name, src)]  # src is itself one DICOM series
-    out = [(_strip_channel(case_id(p)), p) for p in volumes + folders]
+    out = [(_split_channel(case_id(p))[0], p) for p in volumes + folders]
     seen: dict[str, Path] = {}
     for cid, p in out:
         if cid in seen:
@@ -139,11 +134,16 @@ def find_inputs(src: str | os.PathLike) -> list[tuple[str, Path]]:
 
 
 def _fingerprint(path: Path) -> list:
-    """Size + mtime of a file, or file count + total size + newest mtime of a folder."""
+    """Size + mtime of a file and of its data file (an MHD's ``.raw``, a detached NRRD's), or file count +
+    total size + newest mtime of a folder (:func:`~segbalance.preprocessing.io.source_files`)."""
+    from segbalance.preprocessing.io import source_files
+
+    try:
+        files = [f.stat() for f in source_files(path)]
+    except OSError as exc:  # a vanished data file: never equal to a record; the read reports it
+        return ["<unreadable>", str(exc)]
     if path.is_file():
-        st = path.stat()
-        return [st.st_size, st.st_mtime_ns]
-    files = [f.stat() for f in path.rglob("*") if f.is_file()]
+        return [v for st in files for v in (st.st_size, st.st_mtime_ns)]
     return [len(files), sum(s.st_size for s in files), max((s.st_mtime_ns for s in files), default=0)]
 
 

@@ -8,6 +8,8 @@ sampler's measurement (docs/training.md).
 array([0, 2, 5])
 >>> present_labels(np.array([-1, 3]))
 array([-1,  3])
+>>> present_labels(np.array([True, False]))
+array([False,  True])
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ _MAX_BINCOUNT_LABEL = 1 << 16
 def present_labels(array: np.ndarray) -> np.ndarray:
     """The sorted distinct values of an integer (or bool) label map, as ``np.unique(array)`` returns them."""
     arr = np.asarray(array)
+    dtype = arr.dtype
     if arr.dtype == bool:
         arr = arr.view(np.uint8)
     if arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
@@ -31,4 +34,4 @@ def present_labels(array: np.ndarray) -> np.ndarray:
     lo, hi = int(flat.min()), int(flat.max())
     if lo < 0 or hi > _MAX_BINCOUNT_LABEL:
         return np.unique(flat)
-    return np.flatnonzero(np.bincount(flat.astype(np.intp, copy=False), minlength=hi + 1)).astype(arr.dtype)
+    return np.flatnonzero(np.bincount(flat.astype(np.intp, copy=False), minlength=hi + 1)).astype(dtype)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import highdicom as hd
 import numpy as np
 import pydicom
@@ -88,6 +90,12 @@ def test_empty_prediction_and_unknown_value(case):
         write_dicom_seg(labels, tmp / "series", tmp / "bad.dcm", label_map={1: "Body"})
     with pytest.raises(ValueError, match=r"do not match the series .*series"):
         write_dicom_seg(labels[:, :-1], tmp / "series", tmp / "bad.dcm")
+    # a negative value would index the segment table from its end: refused, not silently mislabelled
+    with pytest.raises(ValueError, match=r"bad\.dcm: labels must be non-negative integers"):
+        write_dicom_seg(labels.astype(np.int16) - 1, tmp / "series", tmp / "bad.dcm")
+    with pytest.raises(ValueError, match=r"labels must be non-negative integers, got dtype float"):
+        write_dicom_seg(labels + 0.5, tmp / "series", tmp / "bad.dcm")
+    assert not (tmp / "bad.dcm").exists()
 
 
 def test_export_seg_command_from_nifti_predictions(case, capsys):
@@ -110,6 +118,37 @@ def test_export_seg_command_from_nifti_predictions(case, capsys):
     rc = main(["export-seg", str(tmp / "pred2"), str(tmp / "dicom"), str(tmp / "seg2")])
     err = capsys.readouterr().err
     assert rc == 1 and "pred2/lungcase.nii.gz: origin" in err and "differs from lungcase's" in err
+
+
+def test_export_seg_rerun_redoes_a_changed_prediction_and_keeps_foreign_files(case):
+    from segbalance.preprocessing.dicom_seg import export_seg_folder
+
+    image, labels, tmp = case
+    (tmp / "dicom").mkdir()
+    (tmp / "series").rename(tmp / "dicom" / "lungcase")
+    (tmp / "dicom" / "other").mkdir()
+    pred = tmp / "pred" / "lungcase.nii.gz"
+    write_volume(image.with_array(labels), pred)
+    lmap = {1: "Body", 2: "GTV"}
+    first = export_seg_folder(tmp / "pred", tmp / "dicom", tmp / "seg", label_map=lmap)
+    assert [p.name for p in first.written] == ["lungcase.dcm"] and not first.failed
+    again = export_seg_folder(tmp / "pred", tmp / "dicom", tmp / "seg", label_map=lmap)
+    assert [p.name for p in again.skipped] == ["lungcase.dcm"] and not again.written
+    # a new prediction (nnU-Net re-run) must not leave the stale DICOM-SEG in place
+    changed = np.where(labels == 2, 1, labels).astype(np.uint8)
+    write_volume(image.with_array(changed), pred)
+    st = pred.stat()
+    os.utime(pred, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    redo = export_seg_folder(tmp / "pred", tmp / "dicom", tmp / "seg", label_map=lmap)
+    assert [p.name for p in redo.written] == ["lungcase.dcm"]
+    image.path = tmp / "dicom" / "lungcase"
+    np.testing.assert_array_equal(read_dicom_label(tmp / "seg" / "lungcase.dcm", image, lmap).array, changed)
+    # a file this command did not write is never replaced without overwrite
+    foreign = tmp / "seg2" / "lungcase.dcm"
+    foreign.parent.mkdir()
+    foreign.write_bytes(b"not ours")
+    kept = export_seg_folder(tmp / "pred", tmp / "dicom", tmp / "seg2", label_map=lmap)
+    assert [p.name for p in kept.skipped] == ["lungcase.dcm"] and foreign.read_bytes() == b"not ours"
 
 
 def test_rtstruct_copies_no_identifying_tags_beyond_the_required(case):

@@ -135,3 +135,17 @@ def test_hospital_round_trip_rtstruct_to_dicom_seg(tmp_path):
             metrics[1].gt_voxels > 0
         for m in metrics:  # the scores are those of the read-back DICOM-SEG against the original masks
             assert m.dice == pytest.approx(dice(seg.array == m.label, gt == m.label), abs=1e-6)
+
+
+def test_resume_fingerprint_covers_an_mhd_data_file(tmp_path):
+    """A changed ``.raw`` behind an unchanged ``.mhd`` header must not keep a stale prediction."""
+    from segbalance.training.predict import _fingerprint
+
+    path = write_volume(Volume(np.zeros((2, 3, 4), np.int16), (1, 1, 1)), tmp_path / "a.mhd", compress=False)
+    raw = tmp_path / "a.raw"
+    before = _fingerprint(path)
+    st = raw.stat()
+    os.utime(raw, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert _fingerprint(path) != before
+    raw.unlink()
+    assert _fingerprint(path)[0] == "<unreadable>"

@@ -83,9 +83,7 @@ def dicom_label_kind(path: str | os.PathLike) -> str | None:
     """``"seg"``, ``"rtstruct"`` or ``None`` (not a DICOM file, or another kind of DICOM object)."""
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
-    except (pydicom.errors.InvalidDicomError, IsADirectoryError, PermissionError, EOFError, OSError):
-        return None
-    except Exception:  # a damaged header: not for us to judge here, read_volume reports it
+    except Exception:  # not DICOM, unreadable, a damaged header: not for us to judge, read_volume reports it
         return None
     return _KINDS.get(str(ds.get("SOPClassUID", "")))
 

@@ -17,6 +17,7 @@ De-identification: the DICOM-SEG must carry the Patient and General Study module
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -24,15 +25,16 @@ import numpy as np
 
 from segbalance.atomic import atomic_write
 from segbalance.extras import require
+from segbalance.labels import present_labels
 
 require("pydicom", "highdicom", needed_for="DICOM-SEG output (export-seg, predict --format dicom-seg)")
 
+from segbalance.preprocessing.dicom_labels import _COLOURS, COPIED_TAGS  # noqa: E402
+
 __all__ = ["write_dicom_seg", "export_seg_folder", "KEPT_SOURCE_TAGS", "register"]
 
-# attributes of the source series a written DICOM-SEG keeps (required by the standard); the same as
-# segbalance.preprocessing.dicom_labels.COPIED_TAGS plus the UIDs
-COPIED_TAGS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-               "StudyID")
+# attributes of the source series a written DICOM-SEG keeps (required by the standard): the RTSTRUCT
+# writer's COPIED_TAGS plus the UIDs
 KEPT_SOURCE_TAGS = ("StudyInstanceUID", "FrameOfReferenceUID") + COPIED_TAGS
 _EMPTIED = ("ReferringPhysicianName", "AccessionNumber")
 _STRUCTURAL = {"SamplesPerPixel", "PhotometricInterpretation", "Rows", "Columns", "SpecificCharacterSet",
@@ -85,14 +87,14 @@ def write_dicom_seg(
         headers: the series' headers (:func:`read_series_headers`), when already read.
 
     Raises:
-        ValueError: shape differs from the series, a value missing from the label map, not a DICOM series.
+        ValueError: shape differs from the series, negative or non-integer labels, a value missing from the
+            label map, not a DICOM series.
     """
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
     from segbalance import __version__
     from segbalance.preprocessing.dicom import read_series_headers
-    from segbalance.preprocessing.dicom_labels import _COLOURS
 
     folder = Path(image_folder)
     if not folder.is_dir():
@@ -107,7 +109,11 @@ def write_dicom_seg(
     if labels.shape != shape:
         raise ValueError(f"labels of shape {labels.shape} do not match the series {folder} ({shape} = "
                          "slices, rows, columns)")
-    present = sorted(int(v) for v in np.unique(labels) if v != 0)
+    indices = labels.astype(np.int64)
+    if indices.size and (indices.min() < 0 or not np.array_equal(indices, labels)):
+        raise ValueError(f"{path}: labels must be non-negative integers, got dtype {labels.dtype} with "
+                         f"values from {labels.min()} to {labels.max()}")
+    present = [int(v) for v in present_labels(indices) if v != 0]
     if label_map:
         names = {int(v): str(n) for v, n in label_map.items() if int(v) != 0}
         unknown = [v for v in present if v not in names]
@@ -116,10 +122,10 @@ def write_dicom_seg(
     else:
         names = {v: f"label_{v}" for v in present} or {1: "label_1"}
     values = sorted(names)
-    lut = np.zeros(max(max(values), int(labels.max(initial=0))) + 1, dtype=np.uint16)
+    lut = np.zeros(max(max(values), int(indices.max(initial=0))) + 1, dtype=np.uint16)
     for number, value in enumerate(values, start=1):
         lut[value] = number
-    pixels = lut[labels.astype(np.int64)]
+    pixels = lut[indices]
     pixels = pixels.astype(np.uint8 if len(values) < 256 else np.uint16)
     algorithm = hd.AlgorithmIdentificationSequence(
         name="segbalance", family=codes.cid7162.ArtificialIntelligence, version=__version__,
@@ -133,15 +139,13 @@ def write_dicom_seg(
             segmented_property_type=kind, algorithm_type="AUTOMATIC", algorithm_identification=algorithm,
             display_color=hd.color.CIELabColor.from_rgb(*_COLOURS[(value - 1) % len(_COLOURS)]),
         ))
-    if not pixels.any():  # highdicom needs one frame; an empty segmentation keeps the first slice
-        pixels = pixels.copy()
     seg = hd.seg.Segmentation(
         source_images=headers, pixel_array=pixels, segmentation_type="BINARY",
         segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=900,
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer="segbalance",
         manufacturer_model_name="segbalance", software_versions=__version__, device_serial_number="0",
         content_label="SEGBALANCE", content_description=series_description[:64],
-        omit_empty_frames=bool(pixels.any()),
+        omit_empty_frames=bool(pixels.any()),  # highdicom needs one frame: an empty one keeps them all
     )
     seg.SeriesDescription = series_description[:64]
     _deidentify(seg, headers[0])
@@ -158,12 +162,17 @@ def export_seg_folder(pred: str | os.PathLike, dicom_root: str | os.PathLike, ds
     ``dst/<case>.dcm`` DICOM-SEG on its source series ``dicom_root/<case>/`` (or ``<case>_0000/``; or
     ``dicom_root`` itself when it is one series and ``pred`` holds one volume). The prediction must lie on
     the series' grid (shape, spacing, origin, direction), else an error names both. Returns a
-    :class:`~segbalance.training.predict.PredictReport` (failed cases listed, not raised)."""
+    :class:`~segbalance.training.predict.PredictReport` (failed cases listed, not raised).
+
+    A re-run skips a case whose output exists and whose record ``dst/.segbalance/export-seg/<case>.json``
+    (prediction and series size + mtime, label map) still matches; an output this function did not write
+    is left alone unless ``overwrite``."""
+    from segbalance.atomic import atomic_write_text
     from segbalance.preprocessing.dicom import read_series_headers
     from segbalance.preprocessing.dicom_labels import parse_name_map
     from segbalance.preprocessing.io import read_volume
     from segbalance.preprocessing.pairing import check_geometry, check_label
-    from segbalance.training.predict import PredictReport, find_inputs
+    from segbalance.training.predict import PredictReport, _fingerprint, find_inputs
 
     pred, dicom_root, dst = Path(pred), Path(dicom_root), Path(dst)
     if not dicom_root.is_dir():
@@ -174,10 +183,7 @@ def export_seg_folder(pred: str | os.PathLike, dicom_root: str | os.PathLike, ds
         raise ValueError(f"{pred}: no prediction volume (NIfTI/MHD/NRRD) found")
     report = PredictReport()
     for cid, path in inputs:
-        out = dst / f"{cid}.dcm"
-        if out.exists() and not overwrite:
-            report.skipped.append(out)
-            continue
+        out, marker = dst / f"{cid}.dcm", dst / _EXPORT_STATE / f"{cid}.json"
         try:
             candidates = [dicom_root / cid, dicom_root / f"{cid}_0000"]
             series = next((c for c in candidates if c.is_dir()), None)
@@ -185,16 +191,35 @@ def export_seg_folder(pred: str | os.PathLike, dicom_root: str | os.PathLike, ds
                 series = dicom_root
             if series is None:
                 raise ValueError(f"{path}: no DICOM series folder {candidates[0]} for case {cid!r}")
+            record = {"prediction": str(path.resolve()), "prediction_fp": _fingerprint(path),
+                      "series": str(series.resolve()), "series_fp": _fingerprint(series),
+                      "label_map": {str(k): v for k, v in (names or {}).items()}}
+            if out.exists() and not overwrite:
+                old = _read_record(marker)
+                if old is None or old == record:  # up to date, or not ours: never replaced silently
+                    report.skipped.append(out)
+                    continue
             headers = read_series_headers(series)
             label = read_volume(path)
             reference = _headers_geometry(headers, series)
             check_geometry(reference, label)
             array = check_label(label)
             write_dicom_seg(array, series, out, label_map=names, parameters=parameters, headers=headers)
+            atomic_write_text(marker, json.dumps(record))
             report.written.append(out)
         except (ValueError, OSError) as exc:
             report.failed.append((cid, " ".join(str(exc).split())))
     return report
+
+
+_EXPORT_STATE = Path(".segbalance") / "export-seg"
+
+
+def _read_record(marker: Path) -> dict | None:
+    try:
+        return json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _headers_geometry(headers: list, folder: Path):

@@ -125,9 +125,7 @@ def convert_to_nnunet(
                          "(nnU-Net cannot read .mhd; use .nii.gz or .mha)")
     lmap = parse_label_map(label_map) if isinstance(label_map, str) or label_map is None else dict(label_map)
     folder = dataset_folder_name(dataset_id, name)
-    cases = find_source_cases(src)
-    for case in cases:  # names DICOM-SEG segments / RTSTRUCT ROIs (pairing.load_case)
-        case.extra["label_map"] = lmap
+    cases = find_source_cases(src, lmap)
     n_channels = {len(c.images) for c in cases}
     if len(n_channels) != 1:
         raise ValueError(f"{src}: cases have different channel counts {sorted(n_channels)}")

@@ -181,9 +181,7 @@ def convert_to_patches(
         raise ValueError(f"fg_share must be in [0, 1], got {fg_share}")
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-    cases = find_source_cases(src)
-    for case in cases:  # names DICOM-SEG segments / RTSTRUCT ROIs (pairing.load_case)
-        case.extra["label_map"] = label_map
+    cases = find_source_cases(src, label_map)
     require_3d_images(cases, "patches")
     prepare_destination(dst, [src])
     config = {"converter": "patches", "patch_size": patch, "mode": mode, "n_classes": n_classes,

@@ -83,8 +83,9 @@ def process_pool(jobs: int) -> ProcessPoolExecutor:
 # ---------------------------------------------------------------------------------------------- inputs
 
 
-def find_source_cases(src: str | os.PathLike) -> list:
-    """:func:`~segbalance.preprocessing.pairing.find_cases`, refusing a source without any case."""
+def find_source_cases(src: str | os.PathLike, label_map: dict[int, str] | None = None) -> list:
+    """:func:`~segbalance.preprocessing.pairing.find_cases`, refusing a source without any case; each case
+    carries ``label_map`` (naming DICOM-SEG segments / RTSTRUCT ROIs, :func:`~.pairing.load_case`)."""
     from segbalance.preprocessing.io import VOLUME_EXTENSIONS
     from segbalance.preprocessing.pairing import find_cases
 
@@ -92,6 +93,8 @@ def find_source_cases(src: str | os.PathLike) -> list:
     if not cases:
         raise UserError(f"{src}: no cases found: its images folder holds no volume "
                         f"({', '.join(VOLUME_EXTENSIONS)}) and no DICOM series folder")
+    for case in cases:
+        case.extra["label_map"] = label_map
     return cases
 
 

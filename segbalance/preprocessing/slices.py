@@ -201,9 +201,7 @@ def convert_to_slices(
     if size is not None and (len(size) != 2 or min(size) < 1):
         raise ValueError(f"size must be two positive integers, got {size}")
     win = parse_window(window) if isinstance(window, str) else window
-    cases = find_source_cases(src)
-    for case in cases:  # names DICOM-SEG segments / RTSTRUCT ROIs (pairing.load_case)
-        case.extra["label_map"] = label_map
+    cases = find_source_cases(src, label_map)
     require_3d_images(cases, "slices")
     prepare_destination(dst, [src])
     config = {"converter": "slices", "axis": axis_i, "size": size, "window": win.__dict__, "format": fmt,

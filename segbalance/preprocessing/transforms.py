@@ -190,16 +190,15 @@ class LoadVolumed(MapTransform):
         self.dtypes = list(dtype) if isinstance(dtype, (list, tuple)) else [dtype] * n
         if len(self.dtypes) != n:
             raise ValueError(f"dtype gives {len(self.dtypes)} dtypes for {n} keys")
-        self.series_uid = series_uid
         self.reader = VolumeReader(reverse_indexing=reverse_indexing, series_uid=series_uid)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        from segbalance.preprocessing.dicom_labels import find_dicom_label
+        from segbalance.preprocessing.pairing import read_label
+
         d = dict(data)
         reference = None  # the first key's volume: the grid DICOM-SEG/RTSTRUCT labels are rasterized on
         for key, dtype in self.key_iterator(d, self.dtypes):
-            from segbalance.preprocessing.dicom_labels import find_dicom_label
-            from segbalance.preprocessing.pairing import read_label
-
             if reference is not None and find_dicom_label(d[key]) is not None:
                 volume = read_label(d[key], reference, self.label_map)
             else:

@@ -263,3 +263,54 @@ def test_docs_conventions_table_matches_the_code():
         "regenerate with: python -c 'from segbalance.monai_losses.conventions import conventions_table; "
         "print(conventions_table())'"
     )
+
+
+# ---------------------------------------------------------------- docs/adding-a-loss.md's example
+ADDING_A_LOSS = Path(__file__).resolve().parents[1] / "docs" / "adding-a-loss.md"
+
+RECIPE_CHECK = """
+import torch
+from segbalance.loss_table import synthetic_batch
+from segbalance.monai_losses import get
+
+logits, labels = synthetic_batch(batch=2, num_classes=3, size=6, dims=3)
+mean, total = get("sq_error")(logits, labels), get("sq_error", reduction="sum")(logits, labels)
+none = get("sq_error", reduction="none")(logits, labels)
+assert tuple(none.shape) == (2, 3, 6, 6, 6), none.shape  # its declared none_style "voxel"
+torch.testing.assert_close(none.sum(1).mean(), mean)
+torch.testing.assert_close(none.sum(), total)
+terms = (torch.softmax(logits, 1) - torch.nn.functional.one_hot(labels[:, 0], 3).movedim(-1, 1)).square()
+no_bg = get("sq_error", include_background=False)
+torch.testing.assert_close(no_bg(logits, labels), terms[:, 1:].sum(1).mean())  # "class_sum"
+assert tuple(get("sq_error", include_background=False, reduction="none")(logits, labels).shape)[:2] == (2, 2)
+"""
+
+
+def test_adding_a_loss_example_keeps_the_declared_conventions(tmp_path):
+    """The recipe's example loss, loaded as a plugin in a fresh process, honours the ``none_style`` and
+    ``background_scope`` it declares (what the shared convention tests check of every registered loss)."""
+    import os
+    import subprocess
+    import sys
+
+    blocks = re.findall(r"```python\n(.*?)```", ADDING_A_LOSS.read_text(), re.S)
+    module = next(b for b in blocks if '@register("sq_error"' in b)
+    (tmp_path / "recipe_sq_error.py").write_text(module)
+    env = dict(os.environ, SEGBALANCE_PLUGINS="recipe_sq_error")
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    result = subprocess.run(
+        [sys.executable, "-c", RECIPE_CHECK], env=env, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_multilabel_form_follows_the_one_register_declaration():
+    """Per-voxel losses average a multi-label input over its channels exactly when the registry lists
+    them as multi-label: ``@register(..., multilabel=True)`` sets both."""
+    from segbalance.monai_losses.registry import multilabel_names
+
+    multilabel = set(multilabel_names())
+    voxel = [n for n in ALL if hasattr(loss_class(n), "multilabel_form")]
+    assert {"ce", "wce", "focal", "dfl", "recall", "topk"} <= set(voxel)
+    for name in voxel:
+        assert loss_class(name).multilabel_form == (name in multilabel), name

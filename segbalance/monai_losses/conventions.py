@@ -5,11 +5,9 @@ form (nnU-Net's region datasets)."""
 
 from __future__ import annotations
 
-import inspect
-
 from segbalance.monai_losses.base import BACKGROUND_SCOPES
 from segbalance.monai_losses.inputs import NONE_SHAPES
-from segbalance.monai_losses.registry import loss_class, multilabel_names, names
+from segbalance.monai_losses.registry import accepts_kwarg, loss_class, multilabel_names, names
 
 __all__ = ["conventions_rows", "conventions_table"]
 
@@ -21,11 +19,6 @@ _SCOPE_TEXT = {
     "boundary_term": "boundary term only",
     "unused": "ignored, warns",
 }
-
-
-def _accepts(cls: type, name: str) -> bool:
-    inits = [k.__init__ for k in cls.__mro__ if "__init__" in k.__dict__]
-    return any(name in inspect.signature(init).parameters for init in inits)
 
 
 def conventions_rows() -> list[dict]:
@@ -43,7 +36,7 @@ def conventions_rows() -> list[dict]:
                 "loss": name,
                 "include_background": _SCOPE_TEXT[scope],
                 "none": NONE_SHAPES[style],
-                "batch": _accepts(cls, "batch"),
+                "batch": accepts_kwarg(name, "batch"),
                 "ddp": getattr(cls, "ddp_statistics", ""),
                 "multilabel": "terms" if name == "compound" else name in multilabel,
             }

@@ -101,7 +101,8 @@ class _VoxelLoss(SegLoss):
 
     background_scope = "class_sum"
     none_style = "voxel"
-    #: the loss has the multi-label form above (its ``forward_prepared`` branches on ``p.multilabel``)
+    #: the loss has the multi-label form above (its ``forward_prepared`` branches on ``p.multilabel``);
+    #: set by ``@register(..., multilabel=True)``, the one declaration
     multilabel_form = False
 
     def multilabel_channels(self) -> slice:
@@ -151,8 +152,6 @@ class CrossEntropyLoss(_VoxelLoss):
         >>> round(float(loss(logits, target)), 4)  # log(3)
         1.0986
     """
-
-    multilabel_form = True
 
     def forward_prepared(self, p: Prepared) -> Tensor:
         if p.multilabel:
@@ -223,7 +222,6 @@ class WeightedCrossEntropyLoss(_VoxelLoss):
     """
 
     ddp_statistics = "class counts (detached)"
-    multilabel_form = True
 
     def __init__(self, weight: Sequence[float] | Tensor | str = "inverse_frequency", **kwargs) -> None:
         super().__init__(**kwargs)

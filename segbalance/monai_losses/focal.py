@@ -169,8 +169,6 @@ class FocalLoss(_VoxelLoss):
         0.6931
     """
 
-    multilabel_form = True
-
     def __init__(self, gamma: float = 2.0, alpha: float | Sequence[float] | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         if gamma < 0:
@@ -423,8 +421,6 @@ class DualFocalLoss(_VoxelLoss):
         >>> round(float(v), 4)  # log 2 + log 2 + 2 · 0.5
         2.3863
     """
-
-    multilabel_form = True
 
     def __init__(
         self, alpha: float = 1.0, beta: float = 1.0, gamma: float = 1.0, rho: float = 1.0, **kwargs

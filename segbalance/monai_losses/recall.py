@@ -86,7 +86,6 @@ class RecallLoss(_VoxelLoss):
     """
 
     ddp_statistics = "TP/FN counts (detached)"
-    multilabel_form = True
 
     def __init__(self, ema: float | None = None, eps: float = 1e-7, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -16,6 +16,7 @@ plugins: the modules named in ``SEGBALANCE_PLUGINS`` (comma-separated) and the e
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ __all__ = [
     "get",
     "names",
     "loss_class",
+    "accepts_kwarg",
     "TrainerSpec",
     "declared_trainers",
     "supports_multilabel",
@@ -113,6 +115,8 @@ def register(
             _MULTILABEL.add(name)
         elif multilabel is False:
             _MULTILABEL.discard(name)
+        if multilabel is not None:
+            cls.multilabel_form = bool(multilabel)  # what per-voxel losses read (``_VoxelLoss``)
         _REGISTRY[name] = cls
         cls.registry_name = name
         return cls
@@ -170,6 +174,13 @@ def loss_class(name: str) -> type[nn.Module]:
     if key not in _REGISTRY:
         raise ValueError(f"unknown loss name {name!r}; known losses: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[key]
+
+
+def accepts_kwarg(name: str, kwarg: str) -> bool:
+    """Whether the registered loss ``name`` takes the constructor argument ``kwarg`` (in any class of
+    its MRO)."""
+    cls = loss_class(name)
+    return any(kwarg in inspect.signature(c.__init__).parameters for c in cls.__mro__ if c is not object)
 
 
 def get(name: str, **kwargs) -> nn.Module:

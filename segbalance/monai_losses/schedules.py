@@ -16,7 +16,8 @@ class BoundaryWeightScheduler:
 
     ``α`` weighs the boundary term in ``(1 − α)·L_region + α·L_B``; it is a pure function of ``epoch``:
     set it with :func:`set_schedulers_epoch` (or :meth:`step` once per epoch). Resuming needs no saved
-    state; ``state_dict``/``load_state_dict`` remain for checkpoints written by older trainers.
+    state, and no trainer saves or reads any (an older checkpoint's ``segbalance_loss_state`` entry is
+    ignored: α follows the checkpoint's epoch); ``state_dict``/``load_state_dict`` only copy a scheduler.
 
     Example:
         >>> s = BoundaryWeightScheduler()

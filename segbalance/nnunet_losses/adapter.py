@@ -16,7 +16,6 @@ that have it (:func:`batch_dice_kwargs`), and ``compile_losses`` compiles every 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Sequence
 
 import torch
@@ -24,7 +23,7 @@ from torch import Tensor, nn
 
 from segbalance.monai_losses import compile_loss, get, loss_class
 from segbalance.monai_losses.inputs import float32_math
-from segbalance.monai_losses.registry import multilabel_names, supports_multilabel
+from segbalance.monai_losses.registry import accepts_kwarg, multilabel_names, supports_multilabel
 from segbalance.monai_losses.schedules import loss_schedulers
 from segbalance.nnunet_losses.deep_supervision import deep_supervision_weights
 
@@ -39,13 +38,6 @@ __all__ = [
     "batch_dice_kwargs",
     "region_loss_kwargs",
 ]
-
-
-def accepts_kwarg(name: str, kwarg: str) -> bool:
-    """Whether the registered loss ``name`` takes the constructor argument ``kwarg`` (in any class of
-    its MRO)."""
-    cls = loss_class(name)
-    return any(kwarg in inspect.signature(c.__init__).parameters for c in cls.__mro__ if c is not object)
 
 
 def accepts_spacing(name: str) -> bool:

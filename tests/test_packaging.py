@@ -176,3 +176,14 @@ def test_nothing_refers_to_files_outside_the_repository():
             if needle in text:
                 offenders.append(f"{rel}: {needle}")
     assert not offenders, offenders
+
+
+def test_every_loss_module_is_imported_by_the_package():
+    """A new loss module needs no import line: the package imports every module but its helpers."""
+    import importlib
+
+    losses = importlib.import_module("segbalance.monai_losses")
+    files = {p.stem for p in (PACKAGE / "monai_losses").glob("*.py") if not p.stem.startswith("_")}
+    assert losses._HELPERS <= files  # the helper list names real modules
+    for stem in files - losses._HELPERS:
+        assert f"segbalance.monai_losses.{stem}" in sys.modules, stem

@@ -13,22 +13,17 @@ Docstrings cite the four papers by first author and year (equation numbers are t
 * Ma 2020, *Segmentation Loss Odyssey* (arXiv:2005.13449) — "Ma 2020".
 """
 
-# importing the loss modules registers them
-from segbalance.monai_losses import (  # noqa: F401
-    boundary,
-    compound,
-    cross_entropy,
-    dice,
-    distance_penalized_ce,
-    focal,
-    hausdorff,
-    iou,
-    lovasz,
-    marginal,
-    recall,
-    sensitivity_specificity,
-    tversky,
-)
+import importlib as _importlib
+import pkgutil as _pkgutil
+
+#: modules of this package that hold no loss (input handling, helpers); every other module is imported
+#: here, which registers its losses: a new loss module needs no line in this file
+_HELPERS = {"base", "compiling", "conventions", "distance", "distance_inputs", "distributed", "inputs",
+            "registry", "schedules"}
+for _module in sorted(m.name for m in _pkgutil.iter_modules(__path__)):
+    if _module not in _HELPERS and not _module.startswith("_"):
+        _importlib.import_module(f"{__name__}.{_module}")
+
 from segbalance.monai_losses.compiling import compile_loss, is_compiled
 from segbalance.monai_losses.registry import get, loss_class, names, register
 

@@ -18,6 +18,18 @@ def real_data() -> Path:
     return REAL_DATA
 
 
+@pytest.fixture
+def results(tmp_path, monkeypatch) -> Path:
+    """A fresh ``nnUNet_results`` folder; no ``nnUNet_preprocessed`` and no segbalance loss from the
+    environment (``SEGBALANCE_LOSS``), so trainers built in a test see only what the test gives them."""
+    from segbalance.trainers.configurable import LOSS_ENV
+
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
+    monkeypatch.delenv("nnUNet_preprocessed", raising=False)
+    monkeypatch.delenv(LOSS_ENV, raising=False)
+    return tmp_path / "results"
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

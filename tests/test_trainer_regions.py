@@ -34,14 +34,6 @@ SPACING_AWARE = {"boundary", "gdl_boundary", "dice_boundary", "hd_dt"}
 SEPARABLE = sorted(set(multilabel_names()) - {"gdl", "gdl_boundary", "dfl"})
 
 
-@pytest.fixture
-def results(tmp_path, monkeypatch):
-    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
-    monkeypatch.delenv("nnUNet_preprocessed", raising=False)
-    monkeypatch.delenv(LOSS_ENV, raising=False)
-    return tmp_path / "results"
-
-
 def region_batch(shape=(6, 8, 8), regions=3, seed=0, ignore=False):
     """Logits and overlapping bool region targets (region 1 ⊇ region 0), optionally + ignore channel."""
     g = torch.Generator().manual_seed(seed)

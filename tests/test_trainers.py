@@ -49,14 +49,6 @@ def dataset_json(ignore: bool = False, regions: bool = False) -> dict:
     return plans_dataset_json(5, ignore=ignore, regions=regions)
 
 
-@pytest.fixture
-def results(tmp_path, monkeypatch):
-    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
-    monkeypatch.delenv("nnUNet_preprocessed", raising=False)
-    monkeypatch.delenv(LOSS_ENV, raising=False)
-    return tmp_path / "results"
-
-
 def make_trainer(cls, ignore=False, regions=False, fold=0):
     plans = copy.deepcopy(PLANS)
     plans["continue_training"] = False

@@ -199,3 +199,17 @@ def test_bad_device_is_a_one_line_error(tmp_path, capsys):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match=r"--device cuda: torch.cuda.is_available\(\) is False"):
             train(TrainConfig(out=str(tmp_path / "run"), device="cuda", progress=False))
+
+
+def test_resume_removes_a_checkpoint_half_written_by_a_killed_run(tmp_path, data):
+    """A SIGKILL during ``save_checkpoint`` leaves ``.last.pt.<random>.segbalance-tmp``; the next run of the
+    same folder deletes it (it never counts as a checkpoint) and leaves the user's own files alone."""
+    cfg = dict(out=str(tmp_path / "run"), data=str(data), dim=2, size=(32, 32), **TINY)
+    train(TrainConfig(epochs=1, **cfg))
+    stale = tmp_path / "run" / ".last.pt.k1ll3d.segbalance-tmp"
+    stale.write_bytes(b"half a checkpoint")
+    mine = tmp_path / "run" / "notes.txt"
+    mine.write_text("the user's file")
+    train(TrainConfig(epochs=2, resume=True, **cfg))
+    assert not stale.exists() and mine.read_text() == "the user's file"
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1

@@ -285,6 +285,10 @@ def train(config: TrainConfig | dict) -> Path:
     rank, world, device = _init_distributed(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:  # a checkpoint half-written by a killed run never counts and does not stay behind
+        from segbalance.atomic import remove_stale_temps
+
+        remove_stale_temps(out)
     last = out / "last.pt"
     ckpt = None
     if cfg.resume:

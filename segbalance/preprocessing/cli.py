@@ -10,7 +10,6 @@ errors from the parsers here, the rest from ``segbalance.cli.main``.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -116,13 +115,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pa.set_defaults(func=_run_patches)
 
 
-def _finish(report, dst: str) -> int:
-    print(report.summary(), file=sys.stderr if report.failed else sys.stdout)
-    if not report.failed:
-        print(f"written to {dst}")
-    return 1 if report.failed else 0
-
-
 def _run_nnunet(args: argparse.Namespace) -> int:
     from segbalance.preprocessing.nnunet import convert_to_nnunet
 
@@ -131,7 +123,9 @@ def _run_nnunet(args: argparse.Namespace) -> int:
         channel_names=args.channel_names.split(",") if args.channel_names else None,
         file_ending=args.file_ending, jobs=args.jobs, overwrite=args.overwrite, progress=not args.no_progress,
     )
-    return _finish(report, args.dst)
+    from segbalance.preprocessing.runs import report_exit_code
+
+    return report_exit_code(report, args.dst)
 
 
 def _run_slices(args: argparse.Namespace) -> int:
@@ -142,7 +136,9 @@ def _run_slices(args: argparse.Namespace) -> int:
         fmt=args.format, foreground_only=args.fg_only, n_classes=args.n_classes, jobs=args.jobs,
         overwrite=args.overwrite, progress=not args.no_progress, label_map=_label_map(args.label_map),
     )
-    return _finish(report, args.dst)
+    from segbalance.preprocessing.runs import report_exit_code
+
+    return report_exit_code(report, args.dst)
 
 
 def _run_patches(args: argparse.Namespace) -> int:
@@ -154,4 +150,6 @@ def _run_patches(args: argparse.Namespace) -> int:
         compress=args.compress, jobs=args.jobs, overwrite=args.overwrite, progress=not args.no_progress,
         label_map=_label_map(args.label_map),
     )
-    return _finish(report, args.dst)
+    from segbalance.preprocessing.runs import report_exit_code
+
+    return report_exit_code(report, args.dst)

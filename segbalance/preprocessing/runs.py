@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 import tempfile
 import traceback
 from collections.abc import Callable, Iterable
@@ -479,3 +480,12 @@ def write_manifest(out: OutputFolder, rows: list[dict], name: str = "manifest") 
     writer.writerows(rows)
     out.write_run_file(f"{name}.csv", buf.getvalue())
     out.write_run_file(f"{name}.json", json.dumps(rows, indent=1))
+
+
+def report_exit_code(report, dst: str | os.PathLike) -> int:
+    """Print a run report's summary (to stderr when a case failed) and where it wrote; the command's exit
+    code: 0, or 1 when a case failed. Shared by ``convert``, ``predict`` and ``export-seg``."""
+    print(report.summary(), file=sys.stderr if report.failed else sys.stdout)
+    if not report.failed:
+        print(f"written to {dst}")
+    return 1 if report.failed else 0

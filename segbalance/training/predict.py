@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -359,17 +358,12 @@ def register(subparsers) -> None:
     p.set_defaults(func=_run_predict)
 
 
-def _finish(report: PredictReport, dst: str) -> int:
-    print(report.summary(), file=sys.stderr if report.failed else sys.stdout)
-    if not report.failed:
-        print(f"written to {dst}")
-    return 1 if report.failed else 0
-
-
 def _run_predict(args: argparse.Namespace) -> int:
     report = predict_folder(
         args.checkpoint, args.input, args.output, fmt=args.format, device=args.device, jobs=args.jobs,
         batch_size=args.batch_size, amp=False if args.no_amp else None, overlap=args.overlap,
         label_map=args.label_map, overwrite=args.overwrite, progress=not args.no_progress,
     )
-    return _finish(report, args.output)
+    from segbalance.preprocessing.runs import report_exit_code
+
+    return report_exit_code(report, args.output)

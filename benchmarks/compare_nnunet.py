@@ -8,9 +8,20 @@ folds, lesions found / missed) written to ``--json``.
 
 Budgets are trainer variants written into ``WORK/ext`` (a folder added to ``nnUNet_extTrainer`` beside
 segbalance's own): ``<Trainer>_cmp<budget>`` sets the number of epochs and iterations; the plans are
-shrunk for the CPU budgets (patch, batch and network, as ``tests/test_nnunet_e2e.py`` does). Resumable:
-a run whose ``checkpoint_final.pth`` exists is not retrained, one with ``checkpoint_latest.pth`` continues
-(``--c``), a prediction/evaluation is redone only when missing. A progress line per run.
+shrunk for the CPU budgets (patch, batch and network, as ``tests/test_nnunet_e2e.py`` does).
+``nnUNetTrainerCELoss`` (nnU-Net's own CE-only trainer) runs as the control of the CE-based losses.
+
+Resumable: a run whose record ``WORK/runs/<trainer>_fold<k>.json`` exists is reused; otherwise training
+continues from ``checkpoint_latest.pth`` (``--c``, saved every epoch) or is skipped when
+``checkpoint_final.pth`` exists, and the test cases are predicted and evaluated anew. ``WORK/setup.json``
+records the budget, phantoms and lesion evaluation: a work folder made by another setup is cleared first,
+so no result from an older setup is kept. A progress line per run.
+
+Layout of ``WORK`` (``--work``/``<budget>``): ``raw/Dataset761_SegBalanceLesions/{imagesTs,labelsTs}`` (the
+test cases), ``pred/<trainer>_fold<k>/`` (``nnUNetv2_predict``'s output), ``eval/<trainer>_fold<k>/``
+(``segbalance evaluate``'s CSV/JSON), ``runs/``, ``logs/``, and nnU-Net's ``preprocessed``/``results``.
+Lesions are 26-connected components matched one-to-one at IoU >= 0.5 (:data:`LESION_SETTINGS`, recorded
+in every run's JSON with the ``gt`` and ``predictions`` folders, so the counts can be re-derived).
 
     python benchmarks/compare_nnunet.py --budget smoke --trainers nnUNetTrainer nnUNetTrainerDFL --folds 0
     python benchmarks/compare_nnunet.py --budget cpu                  # the CPU comparison (hours on 2 cores)
@@ -41,7 +52,10 @@ TRAINERS = [
     "nnUNetTrainerDFL", "nnUNetTrainerDCE", "nnUNetTrainerFocal", "nnUNetTrainerRecall",
     "nnUNetTrainerCEL1", "nnUNetTrainerCEKL", "nnUNetTrainerGDL", "nnUNetTrainerBoundary",
     "nnUNetTrainerHDDT", "nnUNetTrainerCombo",
+    "nnUNetTrainerCELoss",  # nnU-Net's own CE-only trainer: the control for the CE-based rows
 ]
+#: the lesion evaluation (``segbalance evaluate``'s defaults, passed explicitly and recorded with every run)
+LESION_SETTINGS = {"connectivity": 26, "matching": "iou", "iou_threshold": 0.5}
 #: budget → epochs, iterations per epoch, validation iterations, shrunken plans (None: nnU-Net's own)
 BUDGETS: dict[str, dict] = {
     "smoke": {"epochs": 2, "iterations": 4, "val_iterations": 1, "cases": (6, 2),
@@ -52,16 +66,14 @@ BUDGETS: dict[str, dict] = {
 }
 SHAPE = (40, 96, 96)  # z, y, x of a phantom
 SPACING = (2.5, 0.8, 0.8)
+N_LESIONS = 6  # lesions per phantom, of varied sizes
 
 
 def phantom_case(seed: int):
-    """A CT phantom with an organ and several lesions of varied sizes (label 2), or the one-lesion phantom."""
+    """A CT phantom with an organ (label 1) and :data:`N_LESIONS` lesions of varied sizes (label 2)."""
     from segbalance import synthetic
 
-    kwargs = {"shape": SHAPE, "spacing": SPACING, "seed": seed}
-    if "n_lesions" in synthetic.make_phantom.__code__.co_varnames:
-        kwargs["n_lesions"] = 6
-    return synthetic.make_phantom(**kwargs)
+    return synthetic.make_phantom(shape=SHAPE, spacing=SPACING, seed=seed, n_lesions=N_LESIONS)
 
 
 def write_volume(array: np.ndarray, spacing, origin, path: Path) -> None:
@@ -71,6 +83,24 @@ def write_volume(array: np.ndarray, spacing, origin, path: Path) -> None:
     image.SetSpacing(tuple(float(s) for s in spacing[::-1]))
     image.SetOrigin(tuple(float(o) for o in origin))
     sitk.WriteImage(image, str(path), useCompression=True)
+
+
+def start_clean(work: Path, spec: dict) -> None:
+    """Make ``work`` hold only results of this setup: when ``work/setup.json`` (budget, phantoms, lesion
+    evaluation) differs from the current one, or is missing, the dataset, plans, checkpoints, predictions
+    and run records made from the older setup are removed before anything is reused."""
+    setup = json.loads(json.dumps({"dataset": DATASET, "budget": spec, "shape": SHAPE, "spacing": SPACING,
+                                   "n_lesions": N_LESIONS, "lesion_settings": LESION_SETTINGS}))
+    file = work / "setup.json"
+    if file.is_file() and json.loads(file.read_text()) == setup:
+        return
+    made = ("raw", "preprocessed", "results", "pred", "eval", "runs", "logs", "plan.txt")
+    derived = [work / d for d in made if (work / d).exists()]
+    if derived:
+        print(f"{work}: made by another setup; removing {', '.join(d.name for d in derived)}", flush=True)
+    for d in derived:
+        shutil.rmtree(d) if d.is_dir() else d.unlink()
+    file.write_text(json.dumps(setup, indent=1))
 
 
 def build_dataset(raw: Path, n_train: int, n_test: int) -> Path:
@@ -115,6 +145,23 @@ def shrink_plans(plans_file: Path, spec: dict) -> None:
     plans_file.write_text(json.dumps(plans, indent=2))
 
 
+def trainer_import(trainer: str) -> str | None:
+    """The import line a budget variant needs for an nnU-Net trainer that segbalance does not define
+    (``nnUNetTrainerCELoss``); ``None`` for segbalance's trainers. An unknown name is an error naming it."""
+    import nnunetv2
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
+    from segbalance.trainers.nnunet_ext import segbalance_nnunet_trainers as ours
+
+    if hasattr(ours, trainer):
+        return None
+    cls = recursive_find_python_class(str(Path(nnunetv2.__path__[0]) / "training" / "nnUNetTrainer"), trainer,
+                                      "nnunetv2.training.nnUNetTrainer")
+    if cls is None:
+        raise SystemExit(f"--trainers: {trainer} is neither a segbalance nor an nnU-Net trainer")
+    return f"from {cls.__module__} import {trainer}"
+
+
 def write_budget_trainers(ext: Path, trainers: list[str], budget: str, spec: dict) -> dict[str, str]:
     """A module in ``ext`` with ``<Trainer>_cmp<budget>`` for each trainer; returns trainer → variant name."""
     ext.mkdir(parents=True, exist_ok=True)
@@ -125,6 +172,9 @@ def write_budget_trainers(ext: Path, trainers: list[str], budget: str, spec: dic
         "from segbalance.trainers.nnunet_ext.segbalance_nnunet_trainers import *  # noqa: F403",
         "",
     ]
+    for line in map(trainer_import, trainers):
+        if line and line not in lines:
+            lines.append(line)
     names = {}
     for trainer in trainers:
         name = f"{trainer}_cmp{budget}"
@@ -197,8 +247,14 @@ def train_predict_evaluate(trainer: str, variant: str, fold: int, work: Path, da
     ev = work / "eval" / f"{trainer}_fold{fold}"
     times["evaluate_s"] = run([str(BIN / "segbalance"), "evaluate", "--gt", str(dataset / "labelsTs"),
                                "--pred", f"{trainer}={pred}", "--out", str(ev), "--labels", "1,2",
-                               "--no-plots", "--no-resume"], env, logs / f"evaluate_{trainer}_{fold}.txt")
-    record = {"trainer": trainer, "variant": variant, "fold": fold, **times, "evaluation": {}}
+                               "--no-plots", "--no-resume", "--lesion-labels", "1,2",
+                               "--connectivity", str(LESION_SETTINGS["connectivity"]),
+                               "--matching", LESION_SETTINGS["matching"],
+                               "--iou-threshold", str(LESION_SETTINGS["iou_threshold"])],
+                              env, logs / f"evaluate_{trainer}_{fold}.txt")
+    record = {"trainer": trainer, "variant": variant, "fold": fold, **times,
+              "gt": str(dataset / "labelsTs"), "predictions": str(pred), "lesion_settings": LESION_SETTINGS,
+              "evaluation": {}}
     for name in sorted(p.name for p in ev.glob("*.json")):
         record["evaluation"][name] = json.loads((ev / name).read_text())
     record_file.parent.mkdir(parents=True, exist_ok=True)
@@ -214,8 +270,9 @@ def _mean_std(values: list[float]) -> dict:
 
 def aggregate(records: list[dict], lesion_label: int = 2) -> list[dict]:
     """Per trainer, over folds: mean ± std of each fold's test-set means (voxel Dice per class, HD95 of the
-    lesion class, lesion sensitivity / precision / F1, lesion-wise Dice) and the lesions found / missed /
-    false-positive components summed over the folds' test cases."""
+    lesion class, lesion sensitivity / precision / F1, lesion-wise Dice) and the lesions found (matched
+    one-to-one at IoU >= 0.5) / missed / false-positive components summed over the folds' test cases, the
+    lesions touched by any predicted voxel, and the lesions found per size bin."""
     by_trainer: dict[str, list[dict]] = {}
     for r in records:
         by_trainer.setdefault(r["trainer"], []).append(r)
@@ -231,9 +288,13 @@ def aggregate(records: list[dict], lesion_label: int = 2) -> list[dict]:
         for key in ("sensitivity", "precision", "f1", "lesion_dice", "pq"):
             name = key if key.startswith("lesion") else f"lesion_{key}"
             row[name] = _mean_std([x[key]["mean"] for x in les])
+        row["lesions_gt"] = int(sum(x["n_gt"] for x in les))
         row["lesions_found"] = int(sum(x["tp"] for x in les))
+        row["lesions_found_per_fold"] = [int(x["tp"]) for x in les]
         row["lesions_missed"] = int(sum(x["fn"] for x in les))
         row["false_positive_lesions"] = int(sum(x["fp"] for x in les))
+        # any predicted voxel on the lesion (autoPET's criterion, independent of the IoU matching)
+        row["lesions_touched"] = int(sum(x["n_gt"] - x["fn_components"] for x in les))
         row["by_size"] = {k: {"n_gt": int(sum(x["by_size"][k]["n_gt"] for x in les)),
                               "found": int(sum(x["by_size"][k]["tp"] for x in les))}
                           for k in les[0]["by_size"]}
@@ -274,17 +335,21 @@ def machine() -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
-    ap.add_argument("--trainers", nargs="+", default=TRAINERS)
+    ap.add_argument("--trainers", nargs="+", default=TRAINERS,
+                    help="nnU-Net trainer names, with or without the nnUNetTrainer prefix (default: all)")
     ap.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work" / "compare_nnunet")
     ap.add_argument("--json", type=Path, default=None, help="summary JSON (default benchmarks/results/"
                     "compare_nnunet_<budget>.json)")
     args = ap.parse_args(argv)
+    # "DFL" and "nnUNetTrainerDFL" name the same trainer
+    args.trainers = [t if t.startswith("nnUNetTrainer") else f"nnUNetTrainer{t}" for t in args.trainers]
     spec = BUDGETS[args.budget]
     work = args.work / args.budget
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    start_clean(work, spec)
     dataset = build_dataset(work / "raw", *spec["cases"])
     names = write_budget_trainers(work / "ext", args.trainers, args.budget, spec)
     env = nnunet_env(work, work / "ext", args.device)
@@ -307,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     table = aggregate(records)
     print(markdown(table))
     summary = {"machine": machine(), "budget": {"name": args.budget, **spec}, "trainers": args.trainers,
+               "phantoms": {"shape_zyx": SHAPE, "spacing_zyx_mm": SPACING, "lesions_per_phantom": N_LESIONS},
+               "lesion_settings": LESION_SETTINGS,
                "folds": args.folds, "wall_s": time.perf_counter() - t0, "table": table, "runs": records}
     out = args.json or ROOT / "benchmarks" / "results" / f"compare_nnunet_{args.budget}.json"
     out.write_text(json.dumps(summary, indent=1, default=str))

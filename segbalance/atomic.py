@@ -59,14 +59,28 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
+def _new_file_mode(path: Path) -> int:
+    """The permissions a plain ``open(path, "w")`` would give: those of the file it replaces, else
+    ``0o666`` less the umask (``mkstemp`` creates ``0o600``, which would hide outputs from a lab's group)."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextmanager
 def _atomic_file(path: str | os.PathLike) -> Iterator[tuple[int, Path]]:
     """One temporary file beside ``path`` (no temporary folder: the fast path): yields its open descriptor
-    and the final path; on success it replaces ``path``, on error it is removed."""
+    and the final path; on success it replaces ``path``, on error it is removed. The file gets the
+    permissions :func:`_new_file_mode` gives."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, _new_file_mode(path))
         yield fd, path
         os.replace(tmp, path)
     except BaseException:

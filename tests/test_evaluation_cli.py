@@ -147,7 +147,10 @@ def test_cli_lesion_outputs(folders, tmp_path, capsys):
     assert float(ce_b["fp_volume_mm3"]) == pytest.approx(8 * 2.0 * 0.9 * 0.8)
     lesions = list(csv.DictReader(open(out / "lesions.csv")))
     assert {r["kind"] for r in lesions} == {"gt", "pred"} and all(r["label"] == "2" for r in lesions)
-    summary = json.loads((out / "lesions.json").read_text())["summary"]
+    lesions_json = json.loads((out / "lesions.json").read_text())
+    assert lesions_json["settings"] == {"labels": [2], "connectivity": 26, "matching": "iou",
+                                        "iou_threshold": 0.5, "size_bins_mm3": [100.0, 1000.0]}
+    summary = lesions_json["summary"]
     dfl_s = next(e for e in summary if e["method"] == "DFL")
     assert (dfl_s["n_gt"], dfl_s["tp"], dfl_s["pooled"]["sensitivity"]) == (2, 0, 0.0)
     ce_s = next(e for e in summary if e["method"] == "CE")

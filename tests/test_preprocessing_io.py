@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import os
 import re
+import stat
 from pathlib import Path
 
 import nibabel as nib
@@ -12,7 +14,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from segbalance.atomic import atomic_save_npz, atomic_write, remove_stale_temps
+from segbalance.atomic import atomic_save_npz, atomic_write, atomic_write_text, remove_stale_temps
 from segbalance.preprocessing.dicom import write_dicom_series
 from segbalance.preprocessing.io import case_id, image_dimension, read_volume, source_files, write_volume
 from segbalance.preprocessing.volume import Volume
@@ -191,6 +193,25 @@ def test_atomic_npz_is_deterministic_and_loads_with_numpy(tmp_path):
             np.testing.assert_array_equal(z["image"], arrays["image"])
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["aFalse.npz", "aTrue.npz", "bFalse.npz", "bTrue.npz"]
+
+
+def test_atomic_files_get_the_permissions_a_plain_write_gives(tmp_path):
+    """mkstemp creates 0600 files: outputs must instead follow the umask, or keep the replaced file's mode."""
+    old = os.umask(0o022)
+    try:
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+        fresh = atomic_write_text(tmp_path / "fresh.json", "{}")
+        npz = atomic_save_npz(tmp_path / "a.npz", image=np.zeros(3))
+        assert stat.S_IMODE(fresh.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o644
+        assert stat.S_IMODE(npz.stat().st_mode) == 0o644
+        os.chmod(fresh, 0o640)
+        atomic_write_text(fresh, "{}")  # a re-run keeps the mode the user gave the file
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o640
+        os.umask(0o077)
+        assert stat.S_IMODE(atomic_write_text(tmp_path / "private.json", "{}").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
 
 
 def test_atomic_write_leaves_nothing_on_error_and_moves_side_files(tmp_path, volume):

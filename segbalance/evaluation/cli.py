@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
                   f"{', '.join(res.extra)}")
     paths = write_outputs(args.out, rows, matching, plots=not args.no_plots,
                           lesion_cases=None if lesions is None else lesion_cases,
-                          lesion_rows=None if lesions is None else lesion_rows)
+                          lesion_rows=None if lesions is None else lesion_rows, lesion_settings=lesions)
     print(markdown_table(summarize(rows)))
     if lesions is not None:
         print(lesion_markdown_table(summarize_lesions(lesion_cases, lesion_rows)))

@@ -57,10 +57,12 @@ def markdown_table(summary: list[dict], metrics: tuple[str, ...] = METRICS) -> s
 
 def write_outputs(out_dir: str | os.PathLike, rows_by_method: dict[str, list[dict]], matching: dict,
                   plots: bool = True, lesion_cases: dict[str, list[dict]] | None = None,
-                  lesion_rows: dict[str, list[dict]] | None = None) -> dict[str, Path]:
+                  lesion_rows: dict[str, list[dict]] | None = None,
+                  lesion_settings: dict | None = None) -> dict[str, Path]:
     """Write ``per_case.csv``, ``per_case.json``, ``summary.json``, ``summary.md`` and the plots; with lesion
-    rows also ``lesions.csv`` (per lesion), ``lesions_per_case.csv`` (per case and class), ``lesions.json``,
-    the lesion table in ``summary.md`` and ``detection_vs_size.png``."""
+    rows also ``lesions.csv`` (per lesion), ``lesions_per_case.csv`` (per case and class), ``lesions.json``
+    (with ``lesion_settings`` — connectivity, matching, IoU threshold, size bins — under ``"settings"``, so
+    the counts can be reproduced), the lesion table in ``summary.md`` and ``detection_vs_size.png``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(rows_by_method)
@@ -79,7 +81,8 @@ def write_outputs(out_dir: str | os.PathLike, rows_by_method: dict[str, list[dic
                      lesions_json=out / "lesions.json")
         write_csv(paths["lesions_per_case_csv"], l_flat)
         write_csv(paths["lesions_csv"], les_flat)
-        atomic_write_text(paths["lesions_json"], json.dumps({"summary": l_summary, "per_case": l_flat,
+        atomic_write_text(paths["lesions_json"], json.dumps({"settings": lesion_settings or {},
+                                                     "summary": l_summary, "per_case": l_flat,
                                                      "lesions": les_flat}, indent=1))
     atomic_write_text(paths["summary_json"], json.dumps({"summary": summary, "matching": matching,
                                                  **({"lesion_summary": l_summary} if l_summary else {})},

@@ -1,0 +1,135 @@
+"""benchmarks/compare_nnunet.py: the summary arithmetic, the clean start, the budget trainers, and (slow) a
+smoke run through the real ``nnUNetv2_*`` commands whose lesion counts are checked against an independent
+evaluation of the same prediction files (nibabel + ``scipy.ndimage.label``, not segbalance's cc3d path)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytest.importorskip("nnunetv2")
+
+
+@pytest.fixture(scope="module")
+def cmp():
+    spec = importlib.util.spec_from_file_location("compare_nnunet", ROOT / "benchmarks" / "compare_nnunet.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _lesion_summary(label: int, n_gt: int, tp: int, fp: int, fn_components: int, sens: float) -> dict:
+    stat = {"mean": sens, "std": 0.0, "n": 1}
+    return {"label": label, "n_gt": n_gt, "tp": tp, "fp": fp, "fn": n_gt - tp, "fn_components": fn_components,
+            "sensitivity": stat, "precision": stat, "f1": stat, "lesion_dice": stat, "pq": stat,
+            "by_size": {"lt100": {"n_gt": n_gt, "tp": tp}}}
+
+
+def _record(trainer: str, fold: int, dice: float, n_gt: int, tp: int, fp: int, touched: int) -> dict:
+    voxel = [{"label": 1, "dice": {"mean": 0.9}, "hd95": {"mean": 1.0}},
+             {"label": 2, "dice": {"mean": dice}, "hd95": {"mean": 3.0}}]
+    return {"trainer": trainer, "fold": fold, "evaluation": {
+        "summary.json": {"summary": voxel},
+        "lesions.json": {"summary": [_lesion_summary(1, 1, 1, 0, 0, 1.0),
+                                     _lesion_summary(2, n_gt, tp, fp, n_gt - touched, tp / n_gt)]}}}
+
+
+def test_aggregate_means_stds_and_sums_over_folds(cmp):
+    rows = cmp.aggregate([_record("A", 0, 0.8, 10, 6, 2, 9), _record("A", 1, 0.6, 12, 3, 0, 5),
+                          _record("B", 0, 0.5, 10, 0, 1, 0)])
+    a, b = rows
+    assert a["trainer"] == "A" and a["folds"] == [0, 1]
+    assert a["dice_lesion"]["mean"] == pytest.approx(0.7) and a["dice_lesion"]["std"] == pytest.approx(0.1)
+    counts = (a["lesions_gt"], a["lesions_found"], a["lesions_missed"], a["false_positive_lesions"])
+    assert counts == (22, 9, 13, 2)
+    assert a["lesions_found_per_fold"] == [6, 3] and a["lesions_touched"] == 14
+    assert a["lesion_sensitivity"]["mean"] == pytest.approx((0.6 + 0.25) / 2)
+    assert a["by_size"] == {"lt100": {"n_gt": 22, "found": 9}}
+    assert (b["lesions_found"], b["lesions_touched"], b["dice_lesion"]["std"]) == (0, 0, 0.0)
+    table = cmp.markdown(rows)
+    assert "| A | 0.900 ± 0.000 | 0.700 ± 0.100 | 3.0 ± 0.0 | 0.425 ± 0.175 |" in table
+    assert table.rstrip().endswith("| 0 / 10 / 1 |")
+
+
+def test_start_clean_removes_what_an_older_setup_made(cmp, tmp_path, capsys):
+    spec = cmp.BUDGETS["smoke"]
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "nnUNetTrainer_fold0.json").write_text("{}")
+    cmp.start_clean(tmp_path, spec)  # no setup.json: a work folder of unknown origin is not trusted
+    assert not (tmp_path / "runs").exists() and "removing runs" in capsys.readouterr().out
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "kept.json").write_text("{}")
+    cmp.start_clean(tmp_path, spec)  # same setup: everything is reused
+    assert (tmp_path / "runs" / "kept.json").is_file()
+    cmp.start_clean(tmp_path, {**spec, "epochs": spec["epochs"] + 1})  # another budget: nothing is reused
+    assert not (tmp_path / "runs").exists()
+
+
+def test_budget_trainers_import_nnunet_and_segbalance_trainers(cmp, tmp_path):
+    names = cmp.write_budget_trainers(tmp_path, ["nnUNetTrainer", "nnUNetTrainerDFL", "nnUNetTrainerCELoss"],
+                                      "smoke", cmp.BUDGETS["smoke"])
+    assert names["nnUNetTrainerCELoss"] == "nnUNetTrainerCELoss_cmpsmoke"
+    namespace: dict = {}
+    exec(compile((tmp_path / "segbalance_compare_smoke.py").read_text(), "budget", "exec"), namespace)
+    from nnunetv2.training.nnUNetTrainer.variants.loss.nnUNetTrainerCELoss import nnUNetTrainerCELoss
+
+    assert issubclass(namespace["nnUNetTrainerCELoss_cmpsmoke"], nnUNetTrainerCELoss)
+    assert namespace["nnUNetTrainerDFL_cmpsmoke"].__mro__[1].__name__ == "nnUNetTrainerDFL"
+    with pytest.raises(SystemExit, match="nnUNetTrainerNoSuch"):
+        cmp.trainer_import("nnUNetTrainerNoSuch")
+
+
+def _independent_counts(gt_dir: Path, pred_dir: Path, label: int) -> tuple[int, int, int]:
+    """(GT lesions, matched at IoU >= 0.5, false-positive components) over all cases: nibabel + scipy's
+    26-connected labelling. At IoU >= 0.5 a component has at most one partner, so counting pairs is the
+    one-to-one matching."""
+    import nibabel as nib
+    from scipy import ndimage
+
+    n_gt = tp = fp = 0
+    for gt_file in sorted(gt_dir.glob("*.nii.gz")):
+        g = np.asarray(nib.load(gt_file).dataobj) == label
+        p = np.asarray(nib.load(pred_dir / gt_file.name).dataobj) == label
+        gl, ng = ndimage.label(g, np.ones((3, 3, 3)))
+        pl, npred = ndimage.label(p, np.ones((3, 3, 3)))
+        g_size = np.bincount(gl.ravel(), minlength=ng + 1)
+        p_size = np.bincount(pl.ravel(), minlength=npred + 1)
+        both = (gl > 0) & (pl > 0)
+        pairs, inter = np.unique(np.stack([gl[both], pl[both]]), axis=1, return_counts=True)
+        iou = inter / (g_size[pairs[0]] + p_size[pairs[1]] - inter) if inter.size else inter
+        matched = int((iou >= 0.5).sum())
+        n_gt, tp, fp = n_gt + ng, tp + matched, fp + npred - matched
+    return n_gt, tp, fp
+
+
+@pytest.mark.slow
+def test_smoke_budget_runs_nnunet_and_its_counts_match_an_independent_evaluation(cmp, tmp_path, capsys):
+    trainers = ["nnUNetTrainer", "nnUNetTrainerDFL"]
+    out = tmp_path / "summary.json"
+    argv = ["--budget", "smoke", "--trainers", "nnUNetTrainer", "DFL", "--folds", "0", "--work", str(tmp_path / "w"),
+            "--json", str(out)]
+    assert cmp.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "[1/2] nnUNetTrainer fold 0: done" in printed and "[2/2] nnUNetTrainerDFL fold 0: done" in printed
+    summary = json.loads(out.read_text())
+    assert summary["budget"]["name"] == "smoke" and summary["lesion_settings"]["iou_threshold"] == 0.5
+    assert [r["trainer"] for r in summary["table"]] == trainers
+    for run, row in zip(summary["runs"], summary["table"]):
+        gt, pred = Path(run["gt"]), Path(run["predictions"])
+        assert len(list(pred.glob("*.nii.gz"))) == cmp.BUDGETS["smoke"]["cases"][1]
+        by_label = {s["label"]: s for s in run["evaluation"]["lesions.json"]["summary"]}
+        for label in (1, 2):
+            n_gt, tp, fp = _independent_counts(gt, pred, label)
+            assert (by_label[label]["n_gt"], by_label[label]["tp"], by_label[label]["fp"]) == (n_gt, tp, fp)
+        assert (row["lesions_gt"], row["lesions_found"], row["false_positive_lesions"]) == \
+            _independent_counts(gt, pred, 2)
+        assert row["lesions_gt"] >= cmp.BUDGETS["smoke"]["cases"][1]  # several lesions per test phantom
+    # resumable: a second run reuses every record and retrains nothing
+    records = {p.name: p.read_text() for p in (tmp_path / "w" / "smoke" / "runs").glob("*.json")}
+    assert cmp.main(argv) == 0
+    assert {p.name: p.read_text() for p in (tmp_path / "w" / "smoke" / "runs").glob("*.json")} == records

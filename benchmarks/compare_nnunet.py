@@ -302,6 +302,58 @@ def aggregate(records: list[dict], lesion_label: int = 2) -> list[dict]:
     return rows
 
 
+#: per-fold quantities compared with the baseline
+VERSUS = ("dice_organ", "dice_lesion", "lesion_sensitivity", "lesion_f1", "lesions_found")
+
+
+def versus_baseline(rows: list[dict], baseline: str = "nnUNetTrainer") -> list[dict]:
+    """Each trainer minus the baseline, paired by fold, for :data:`VERSUS`: the per-fold differences, their
+    mean and std, and ``exceeds``: the difference exceeds the spread when every fold's difference has the
+    same sign and its mean is larger than both trainers' std over folds (with 3 folds, no p-value is
+    meaningful; this rule only separates differences that are consistent and larger than the fold-to-fold
+    spread from those that are not). Empty when the baseline was not run."""
+    base = next((r for r in rows if r["trainer"] == baseline), None)
+    if base is None:
+        return []
+
+    def per_fold(row: dict, key: str) -> dict[int, float]:
+        values = row["lesions_found_per_fold"] if key == "lesions_found" else row[key]["values"]
+        return {f: float(v) for f, v in zip(row["folds"], values) if v is not None and np.isfinite(v)}
+
+    out = []
+    for row in rows:
+        if row is base:
+            continue
+        entry: dict = {"trainer": row["trainer"], "baseline": baseline}
+        for key in VERSUS:
+            a, b = per_fold(row, key), per_fold(base, key)
+            folds = sorted(set(a) & set(b))
+            diffs = np.array([a[f] - b[f] for f in folds])
+            spread = max(np.std([a[f] for f in folds]), np.std([b[f] for f in folds])) if folds else 0.0
+            same_sign = bool(diffs.size) and (bool(np.all(diffs > 0)) or bool(np.all(diffs < 0)))
+            entry[key] = {"folds": folds, "diffs": diffs.tolist(),
+                          "mean": float(diffs.mean()) if diffs.size else None,
+                          "std": float(diffs.std()) if diffs.size else None,
+                          "exceeds": bool(len(folds) >= 2 and same_sign and abs(diffs.mean()) > spread)}
+        out.append(entry)
+    return out
+
+
+def markdown_versus(entries: list[dict]) -> str:
+    """The :func:`versus_baseline` table: mean difference ± std over folds, ``*`` where it exceeds spread."""
+    lines = ["| trainer − " + (entries[0]["baseline"] if entries else "baseline") + " | "
+             + " | ".join(VERSUS) + " |", "|---|" + "---:|" * len(VERSUS)]
+    for e in entries:
+        cells = []
+        for key in VERSUS:
+            d = e[key]
+            digits = 1 if key == "lesions_found" else 3
+            cells.append("n/a" if d["mean"] is None else
+                         f"{d['mean']:+.{digits}f} ± {d['std']:.{digits}f}{' *' if d['exceeds'] else ''}")
+        lines.append(f"| {e['trainer']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def markdown(rows: list[dict]) -> str:
     def ms(d: dict, digits: int = 3) -> str:
         return "n/a" if d["mean"] is None else f"{d['mean']:.{digits}f} ± {d['std']:.{digits}f}"
@@ -370,10 +422,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{i}/{total}] {trainer} fold {fold}: done in {time.perf_counter() - t_run:.0f} s "
               f"(elapsed {time.perf_counter() - t0:.0f} s)", flush=True)
     table = aggregate(records)
+    versus = versus_baseline(table)
     print(markdown(table))
+    if versus:
+        print(markdown_versus(versus))
     summary = {"machine": machine(), "budget": {"name": args.budget, **spec}, "trainers": args.trainers,
                "phantoms": {"shape_zyx": SHAPE, "spacing_zyx_mm": SPACING, "lesions_per_phantom": N_LESIONS},
-               "lesion_settings": LESION_SETTINGS,
+               "lesion_settings": LESION_SETTINGS, "versus_baseline": versus,
                "folds": args.folds, "wall_s": time.perf_counter() - t0, "table": table, "runs": records}
     out = args.json or ROOT / "benchmarks" / "results" / f"compare_nnunet_{args.budget}.json"
     out.write_text(json.dumps(summary, indent=1, default=str))

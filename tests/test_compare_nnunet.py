@@ -56,6 +56,31 @@ def test_aggregate_means_stds_and_sums_over_folds(cmp):
     assert table.rstrip().endswith("| 0 / 10 / 1 |")
 
 
+def test_versus_baseline_pairs_folds_and_flags_only_consistent_differences(cmp):
+    rows = cmp.aggregate([
+        _record("nnUNetTrainer", 0, 0.60, 10, 5, 0, 9), _record("nnUNetTrainer", 1, 0.70, 10, 6, 0, 9),
+        _record("nnUNetTrainer", 2, 0.65, 10, 7, 0, 9),
+        _record("Up", 0, 0.80, 10, 8, 0, 9), _record("Up", 1, 0.85, 10, 9, 0, 9),
+        _record("Up", 2, 0.90, 10, 9, 0, 9),
+        _record("Mixed", 0, 0.70, 10, 4, 0, 9), _record("Mixed", 1, 0.60, 10, 8, 0, 9),
+        _record("Mixed", 2, 0.66, 10, 7, 0, 9)])
+    up, mixed = cmp.versus_baseline(rows)
+    assert up["trainer"] == "Up" and up["dice_lesion"]["diffs"] == pytest.approx([0.2, 0.15, 0.25])
+    assert up["dice_lesion"]["mean"] == pytest.approx(0.2) and up["dice_lesion"]["exceeds"]
+    assert up["lesions_found"]["diffs"] == [3, 3, 2] and up["lesions_found"]["exceeds"]
+    assert not up["dice_organ"]["exceeds"]  # no difference at all
+    assert mixed["dice_lesion"]["diffs"] == pytest.approx([0.1, -0.1, 0.01])
+    assert not mixed["dice_lesion"]["exceeds"]
+    # paired by fold number: a trainer run on fold 1 only is compared on fold 1 only, and never "exceeds"
+    one = cmp.versus_baseline(cmp.aggregate([_record("nnUNetTrainer", 0, 0.1, 10, 1, 0, 9),
+                                             _record("nnUNetTrainer", 1, 0.5, 10, 5, 0, 9),
+                                             _record("Late", 1, 0.9, 10, 9, 0, 9)]))[0]
+    assert one["dice_lesion"]["folds"] == [1] and one["dice_lesion"]["diffs"] == pytest.approx([0.4])
+    assert not one["dice_lesion"]["exceeds"]
+    assert cmp.versus_baseline(cmp.aggregate([_record("Late", 1, 0.9, 10, 9, 0, 9)])) == []
+    assert "| Up | +0.000 ± 0.000 | +0.200 ± 0.041 * |" in cmp.markdown_versus([up, mixed])
+
+
 def test_start_clean_removes_what_an_older_setup_made(cmp, tmp_path, capsys):
     spec = cmp.BUDGETS["smoke"]
     (tmp_path / "runs").mkdir()
@@ -111,8 +136,8 @@ def _independent_counts(gt_dir: Path, pred_dir: Path, label: int) -> tuple[int, 
 def test_smoke_budget_runs_nnunet_and_its_counts_match_an_independent_evaluation(cmp, tmp_path, capsys):
     trainers = ["nnUNetTrainer", "nnUNetTrainerDFL"]
     out = tmp_path / "summary.json"
-    argv = ["--budget", "smoke", "--trainers", "nnUNetTrainer", "DFL", "--folds", "0", "--work", str(tmp_path / "w"),
-            "--json", str(out)]
+    argv = ["--budget", "smoke", "--trainers", "nnUNetTrainer", "DFL", "--folds", "0",
+            "--work", str(tmp_path / "w"), "--json", str(out)]
     assert cmp.main(argv) == 0
     printed = capsys.readouterr().out
     assert "[1/2] nnUNetTrainer fold 0: done" in printed and "[2/2] nnUNetTrainerDFL fold 0: done" in printed

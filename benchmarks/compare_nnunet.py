@@ -62,6 +62,9 @@ BUDGETS: dict[str, dict] = {
               "plans": {"patch": [16, 48, 48], "batch": 2, "features": [8, 16, 32]}},
     "cpu": {"epochs": 30, "iterations": 25, "val_iterations": 2, "cases": (16, 8),
             "plans": {"patch": [24, 64, 64], "batch": 2, "features": [8, 16, 32, 64]}},
+    # the cpu budget with twice the epochs: for the runs that had not yet found the lesions at 30 epochs
+    "cpulong": {"epochs": 60, "iterations": 25, "val_iterations": 2, "cases": (16, 8),
+                "plans": {"patch": [24, 64, 64], "batch": 2, "features": [8, 16, 32, 64]}},
     "gpu": {"epochs": 100, "iterations": 250, "val_iterations": 50, "cases": (32, 16), "plans": None},
 }
 SHAPE = (40, 96, 96)  # z, y, x of a phantom
@@ -356,7 +359,11 @@ def markdown_versus(entries: list[dict]) -> str:
 
 def markdown(rows: list[dict]) -> str:
     def ms(d: dict, digits: int = 3) -> str:
-        return "n/a" if d["mean"] is None else f"{d['mean']:.{digits}f} ± {d['std']:.{digits}f}"
+        """mean ± std; ``(n=k)`` when only k folds define it (no predicted lesion: no precision)."""
+        if d["mean"] is None:
+            return "n/a"
+        part = f" (n={d['n']})" if d["n"] < len(d["values"]) else ""
+        return f"{d['mean']:.{digits}f} ± {d['std']:.{digits}f}{part}"
 
     lines = ["| trainer | Dice organ | Dice lesion | HD95 lesion (mm) | lesion sensitivity "
              "| lesion precision | lesion F1 | lesion-wise Dice | found / missed / FP |",

@@ -51,7 +51,9 @@ def test_aggregate_means_stds_and_sums_over_folds(cmp):
     assert a["lesion_sensitivity"]["mean"] == pytest.approx((0.6 + 0.25) / 2)
     assert a["by_size"] == {"lt100": {"n_gt": 22, "found": 9}}
     assert (b["lesions_found"], b["lesions_touched"], b["dice_lesion"]["std"]) == (0, 0, 0.0)
+    rows[1]["lesion_precision"] = cmp._mean_std([float("nan"), 0.5])  # one fold predicted no lesion
     table = cmp.markdown(rows)
+    assert "| 0.500 ± 0.000 (n=1) |" in table
     assert "| A | 0.900 ± 0.000 | 0.700 ± 0.100 | 3.0 ± 0.0 | 0.425 ± 0.175 |" in table
     assert table.rstrip().endswith("| 0 / 10 / 1 |")
 

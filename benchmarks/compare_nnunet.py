@@ -436,7 +436,10 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"machine": machine(), "budget": {"name": args.budget, **spec}, "trainers": args.trainers,
                "phantoms": {"shape_zyx": SHAPE, "spacing_zyx_mm": SPACING, "lesions_per_phantom": N_LESIONS},
                "lesion_settings": LESION_SETTINGS, "versus_baseline": versus,
-               "folds": args.folds, "wall_s": time.perf_counter() - t0, "table": table, "runs": records}
+               "folds": args.folds, "wall_s": time.perf_counter() - t0,
+               # the runs' own times (a resumed invocation's wall_s counts only what it did itself)
+               "runs_s": sum(r.get(k, 0.0) for r in records for k in ("train_s", "predict_s", "evaluate_s")),
+               "table": table, "runs": records}
     out = args.json or ROOT / "benchmarks" / "results" / f"compare_nnunet_{args.budget}.json"
     out.write_text(json.dumps(summary, indent=1, default=str))
     print(f"wrote {out}")

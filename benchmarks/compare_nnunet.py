@@ -430,12 +430,14 @@ def main(argv: list[str] | None = None) -> int:
               f"(elapsed {time.perf_counter() - t0:.0f} s)", flush=True)
     table = aggregate(records)
     versus = versus_baseline(table)
+    versus_ce = versus_baseline(table, baseline="nnUNetTrainerCELoss")  # the CE-based rows against plain CE
     print(markdown(table))
-    if versus:
-        print(markdown_versus(versus))
+    for entries in (versus, versus_ce):
+        if entries:
+            print(markdown_versus(entries))
     summary = {"machine": machine(), "budget": {"name": args.budget, **spec}, "trainers": args.trainers,
                "phantoms": {"shape_zyx": SHAPE, "spacing_zyx_mm": SPACING, "lesions_per_phantom": N_LESIONS},
-               "lesion_settings": LESION_SETTINGS, "versus_baseline": versus,
+               "lesion_settings": LESION_SETTINGS, "versus_baseline": versus, "versus_ce_control": versus_ce,
                "folds": args.folds, "wall_s": time.perf_counter() - t0,
                # the runs' own times (a resumed invocation's wall_s counts only what it did itself)
                "runs_s": sum(r.get(k, 0.0) for r in records for k in ("train_s", "predict_s", "evaluate_s")),

@@ -88,12 +88,28 @@ def write_volume(array: np.ndarray, spacing, origin, path: Path) -> None:
     sitk.WriteImage(image, str(path), useCompression=True)
 
 
+def phantom_digest() -> str:
+    """SHA-256 of the first training and first test phantom (image and label) as the current
+    ``segbalance.synthetic`` makes them: a changed generator changes the setup, so a dataset written by an
+    older generator is never reused."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for seed in (0, 10000):
+        ph = phantom_case(seed)
+        digest.update(np.ascontiguousarray(ph.image, dtype=np.float32).tobytes())
+        digest.update(np.ascontiguousarray(ph.label, dtype=np.uint8).tobytes())
+    return digest.hexdigest()
+
+
 def start_clean(work: Path, spec: dict) -> None:
-    """Make ``work`` hold only results of this setup: when ``work/setup.json`` (budget, phantoms, lesion
-    evaluation) differs from the current one, or is missing, the dataset, plans, checkpoints, predictions
-    and run records made from the older setup are removed before anything is reused."""
+    """Make ``work`` hold only results of this setup: when ``work/setup.json`` (budget, phantoms and the
+    generator's output, lesion evaluation) differs from the current one, or is missing, the dataset, plans,
+    checkpoints, predictions and run records made from the older setup are removed before anything is
+    reused."""
     setup = json.loads(json.dumps({"dataset": DATASET, "budget": spec, "shape": SHAPE, "spacing": SPACING,
-                                   "n_lesions": N_LESIONS, "lesion_settings": LESION_SETTINGS}))
+                                   "n_lesions": N_LESIONS, "phantoms_sha256": phantom_digest(),
+                                   "lesion_settings": LESION_SETTINGS}))
     file = work / "setup.json"
     if file.is_file() and json.loads(file.read_text()) == setup:
         return

@@ -83,7 +83,7 @@ def test_versus_baseline_pairs_folds_and_flags_only_consistent_differences(cmp):
     assert "| Up | +0.000 ± 0.000 | +0.200 ± 0.041 * |" in cmp.markdown_versus([up, mixed])
 
 
-def test_start_clean_removes_what_an_older_setup_made(cmp, tmp_path, capsys):
+def test_start_clean_removes_what_an_older_setup_made(cmp, tmp_path, capsys, monkeypatch):
     spec = cmp.BUDGETS["smoke"]
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "nnUNetTrainer_fold0.json").write_text("{}")
@@ -95,6 +95,22 @@ def test_start_clean_removes_what_an_older_setup_made(cmp, tmp_path, capsys):
     assert (tmp_path / "runs" / "kept.json").is_file()
     cmp.start_clean(tmp_path, {**spec, "epochs": spec["epochs"] + 1})  # another budget: nothing is reused
     assert not (tmp_path / "runs").exists()
+    (tmp_path / "raw").mkdir()
+    cmp.start_clean(tmp_path, spec)
+    digest = cmp.phantom_digest()
+    assert json.loads((tmp_path / "setup.json").read_text())["phantoms_sha256"] == digest
+    (tmp_path / "raw").mkdir()
+    original = cmp.phantom_case
+
+    def changed_generator(seed):  # same settings, other output: a changed segbalance.synthetic
+        ph = original(seed)
+        ph.image[0, 0, 0] += 1
+        return ph
+
+    monkeypatch.setattr(cmp, "phantom_case", changed_generator)
+    assert cmp.phantom_digest() != digest
+    cmp.start_clean(tmp_path, spec)  # a dataset written by the older generator is not reused
+    assert not (tmp_path / "raw").exists()
 
 
 def test_budget_trainers_import_nnunet_and_segbalance_trainers(cmp, tmp_path):

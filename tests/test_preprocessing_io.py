@@ -14,7 +14,13 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from segbalance.atomic import atomic_save_npz, atomic_write, atomic_write_text, remove_stale_temps
+from segbalance.atomic import (
+    _current_umask,
+    atomic_save_npz,
+    atomic_write,
+    atomic_write_text,
+    remove_stale_temps,
+)
 from segbalance.preprocessing.dicom import write_dicom_series
 from segbalance.preprocessing.io import case_id, image_dimension, read_volume, source_files, write_volume
 from segbalance.preprocessing.volume import Volume
@@ -199,6 +205,7 @@ def test_atomic_files_get_the_permissions_a_plain_write_gives(tmp_path):
     """mkstemp creates 0600 files: outputs must instead follow the umask, or keep the replaced file's mode."""
     old = os.umask(0o022)
     try:
+        assert _current_umask() == 0o022 and os.umask(0o022) == 0o022  # read without being changed
         plain = tmp_path / "plain.txt"
         plain.write_text("x")
         fresh = atomic_write_text(tmp_path / "fresh.json", "{}")

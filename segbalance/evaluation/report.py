@@ -29,15 +29,21 @@ def summarize(rows_by_method: dict[str, list[dict]]) -> list[dict]:
     many cases each mean is; misses are included with their scores (Dice 0, HD95 = diagonal).
     """
     out = []
+    for entry, sel in _groups(rows_by_method):
+        for m in METRICS:
+            entry[m] = _mean_std([r[m] for r in sel])
+        out.append(entry)
+    return out
+
+
+def _groups(rows_by_method: dict[str, list[dict]]):
+    """Per method and label (sorted): the summary's head (``method``, ``label``, ``cases``, ``flags``) and
+    that group's per-case rows; shared by :func:`summarize` and :func:`summarize_lesions`."""
     for method, rows in rows_by_method.items():
         for label in sorted({r["label"] for r in rows}):
             sel = [r for r in rows if r["label"] == label]
-            entry: dict = {"method": method, "label": label, "cases": len(sel),
-                           "flags": dict(Counter(r["flag"] for r in sel))}
-            for m in METRICS:
-                entry[m] = _mean_std([r[m] for r in sel])
-            out.append(entry)
-    return out
+            yield ({"method": method, "label": label, "cases": len(sel),
+                    "flags": dict(Counter(r["flag"] for r in sel))}, sel)
 
 
 def markdown_table(summary: list[dict], metrics: tuple[str, ...] = METRICS) -> str:
@@ -141,24 +147,20 @@ def summarize_lesions(cases_by_method: dict[str, list[dict]],
     all lesions, per-case means of :data:`LESION_MEANS` (``mean``/``std``/``n`` over finite values, as
     :func:`summarize`), and ``by_size``: per size bin the GT lesions, those found, the pooled sensitivity."""
     out = []
-    for method, rows in cases_by_method.items():
-        for label in sorted({r["label"] for r in rows}):
-            sel = [r for r in rows if r["label"] == label]
-            e: dict = {"method": method, "label": label, "cases": len(sel),
-                       "flags": dict(Counter(r["flag"] for r in sel))}
-            for k in ("n_gt", "n_pred", "tp", "fp", "fn", "fp_components", "fn_components"):
-                e[k] = int(sum(r[k] for r in sel))
-            e["pooled"] = {"sensitivity": _ratio(e["tp"], e["n_gt"]),
-                           "precision": _ratio(e["tp"], e["n_pred"]),
-                           "f1": _ratio(2 * e["tp"], e["n_gt"] + e["n_pred"])}
-            for m in LESION_MEANS:
-                e[m] = _mean_std([r[m] for r in sel])
-            bins = [k[len("n_gt_"):] for k in sel[0] if k.startswith("n_gt_")]
-            e["by_size"] = {}
-            for b in bins:
-                n, tp = int(sum(r[f"n_gt_{b}"] for r in sel)), int(sum(r[f"tp_{b}"] for r in sel))
-                e["by_size"][b] = {"n_gt": n, "tp": tp, "sensitivity": _ratio(tp, n)}
-            out.append(e)
+    for e, sel in _groups(cases_by_method):
+        for k in ("n_gt", "n_pred", "tp", "fp", "fn", "fp_components", "fn_components"):
+            e[k] = int(sum(r[k] for r in sel))
+        e["pooled"] = {"sensitivity": _ratio(e["tp"], e["n_gt"]),
+                       "precision": _ratio(e["tp"], e["n_pred"]),
+                       "f1": _ratio(2 * e["tp"], e["n_gt"] + e["n_pred"])}
+        for m in LESION_MEANS:
+            e[m] = _mean_std([r[m] for r in sel])
+        bins = [k[len("n_gt_"):] for k in sel[0] if k.startswith("n_gt_")]
+        e["by_size"] = {}
+        for b in bins:
+            n, tp = int(sum(r[f"n_gt_{b}"] for r in sel)), int(sum(r[f"tp_{b}"] for r in sel))
+            e["by_size"][b] = {"n_gt": n, "tp": tp, "sensitivity": _ratio(tp, n)}
+        out.append(e)
     return out
 
 

@@ -15,7 +15,9 @@ Resumable: a run whose record ``WORK/runs/<trainer>_fold<k>.json`` exists is reu
 continues from ``checkpoint_latest.pth`` (``--c``, saved every epoch) or is skipped when
 ``checkpoint_final.pth`` exists, and the test cases are predicted and evaluated anew. ``WORK/setup.json``
 records the budget, phantoms and lesion evaluation: a work folder made by another setup is cleared first,
-so no result from an older setup is kept. A progress line per run.
+so no result from an older setup is kept. A progress line per run. Invocations with disjoint ``--trainers``
+may share ``WORK`` at the same time (with ``--torch-threads 1`` on a small CPU machine: nnU-Net otherwise
+gives each training every core).
 
 Layout of ``WORK`` (``--work``/``<budget>``): ``raw/Dataset761_SegBalanceLesions/{imagesTs,labelsTs}`` (the
 test cases), ``pred/<trainer>_fold<k>/`` (``nnUNetv2_predict``'s output), ``eval/<trainer>_fold<k>/``
@@ -31,6 +33,7 @@ in every run's JSON with the ``gt`` and ``predictions`` folders, so the counts c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -183,9 +186,13 @@ def trainer_import(trainer: str) -> str | None:
 
 def write_budget_trainers(ext: Path, trainers: list[str], budget: str, spec: dict) -> dict[str, str]:
     """A module in ``ext`` with ``<Trainer>_cmp<budget>`` for each trainer; returns trainer → variant name."""
+    from segbalance.atomic import atomic_write_text
+
     ext.mkdir(parents=True, exist_ok=True)
     lines = [
         '"""Budget variants written by benchmarks/compare_nnunet.py (regenerated on every run)."""',
+        "import os",
+        "",
         "import torch",
         "from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer",
         "from segbalance.trainers.nnunet_ext.segbalance_nnunet_trainers import *  # noqa: F403",
@@ -202,6 +209,8 @@ def write_budget_trainers(ext: Path, trainers: list[str], budget: str, spec: dic
             f"class {name}({trainer}):",
             "    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device('cuda')):",
             "        super().__init__(plans, configuration, fold, dataset_json, device)",
+            "        if os.environ.get('SEGBALANCE_CMP_TORCH_THREADS'):  # --torch-threads",
+            "            torch.set_num_threads(int(os.environ['SEGBALANCE_CMP_TORCH_THREADS']))",
             f"        self.num_epochs = {spec['epochs']}",
             f"        self.num_iterations_per_epoch = {spec['iterations']}",
             f"        self.num_val_iterations_per_epoch = {spec['val_iterations']}",
@@ -212,7 +221,8 @@ def write_budget_trainers(ext: Path, trainers: list[str], budget: str, spec: dic
             "        self.print_to_log_file('final validation skipped (benchmarks/compare_nnunet.py)')",
             "",
         ]
-    (ext / f"segbalance_compare_{budget}.py").write_text("\n".join(lines))
+    # atomic: a concurrent invocation (disjoint --trainers) may be importing it right now
+    atomic_write_text(ext / f"segbalance_compare_{budget}.py", "\n".join(lines))
     return names
 
 
@@ -227,7 +237,24 @@ def run(cmd: list[str], env: dict, log: Path) -> float:
     return time.perf_counter() - t0
 
 
-def nnunet_env(work: Path, ext: Path, device: str) -> dict:
+@contextlib.contextmanager
+def setup_lock(work: Path):
+    """Hold ``WORK/.setup.lock`` while the shared setup (dataset, plans, budget module) is made, so that
+    concurrent invocations do not build it twice at once (POSIX ``flock``; no lock where there is none)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: run the invocations one after another
+        yield
+        return
+    with open(work / ".setup.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def nnunet_env(work: Path, ext: Path, device: str, torch_threads: int | None = None) -> dict:
     from segbalance.trainers.discovery import register
 
     env = dict(os.environ)
@@ -237,6 +264,9 @@ def nnunet_env(work: Path, ext: Path, device: str) -> dict:
     env.update(nnUNet_raw=str(work / "raw"), nnUNet_preprocessed=str(work / "preprocessed"),
                nnUNet_results=str(work / "results"), nnUNet_compile="false",
                nnUNet_def_n_proc="1", nnUNet_n_proc_DA="0" if device == "cpu" else "8")
+    env.pop("SEGBALANCE_CMP_TORCH_THREADS", None)  # only --torch-threads decides
+    if torch_threads:
+        env["SEGBALANCE_CMP_TORCH_THREADS"] = str(torch_threads)
     return env
 
 
@@ -415,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work" / "compare_nnunet")
+    ap.add_argument("--torch-threads", type=int, default=None,
+                    help="torch threads per training (nnU-Net takes every core). Two invocations with "
+                    "disjoint --trainers and --torch-threads 1 share 2 cores without oversubscribing")
     ap.add_argument("--json", type=Path, default=None, help="summary JSON (default benchmarks/results/"
                     "compare_nnunet_<budget>.json)")
     args = ap.parse_args(argv)
@@ -424,18 +457,22 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work / args.budget
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    start_clean(work, spec)
-    dataset = build_dataset(work / "raw", *spec["cases"])
-    names = write_budget_trainers(work / "ext", args.trainers, args.budget, spec)
-    env = nnunet_env(work, work / "ext", args.device)
-    plans_file = work / "preprocessed" / DATASET / "nnUNetPlans.json"
-    if not plans_file.is_file():
-        print("planning and preprocessing …", flush=True)
-        plan_env = {**env, "nnUNet_n_proc_DA": "1"}  # planning needs >= 1 (it sets torch's thread count)
-        run([str(BIN / "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "3d_fullres",
-             "--verify_dataset_integrity", "-np", "1", "-npfp", "1"], plan_env, work / "plan.txt")
-        if spec["plans"]:
-            shrink_plans(plans_file, spec["plans"])
+    with setup_lock(work):
+        start_clean(work, spec)
+        dataset = build_dataset(work / "raw", *spec["cases"])
+        # every budget variant, not only this invocation's: a concurrent invocation imports the same module
+        every = list(dict.fromkeys(TRAINERS + args.trainers))
+        variants = write_budget_trainers(work / "ext", every, args.budget, spec)
+        names = {t: variants[t] for t in args.trainers}
+        env = nnunet_env(work, work / "ext", args.device, args.torch_threads)
+        plans_file = work / "preprocessed" / DATASET / "nnUNetPlans.json"
+        if not plans_file.is_file():
+            print("planning and preprocessing …", flush=True)
+            plan_env = {**env, "nnUNet_n_proc_DA": "1"}  # planning needs >= 1 (it sets torch's thread count)
+            run([str(BIN / "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "3d_fullres",
+                 "--verify_dataset_integrity", "-np", "1", "-npfp", "1"], plan_env, work / "plan.txt")
+            if spec["plans"]:
+                shrink_plans(plans_file, spec["plans"])
     records = []
     total = len(args.trainers) * len(args.folds)
     for i, (trainer, fold) in enumerate(((t, f) for t in args.trainers for f in args.folds), start=1):

@@ -127,6 +127,42 @@ def test_budget_trainers_import_nnunet_and_segbalance_trainers(cmp, tmp_path):
         cmp.trainer_import("nnUNetTrainerNoSuch")
 
 
+def test_budget_trainers_set_torch_threads_only_when_asked(cmp, tmp_path, monkeypatch):
+    """``--torch-threads`` reaches the trainer through the environment; otherwise nnU-Net sets the threads."""
+    import torch
+
+    cmp.write_budget_trainers(tmp_path, ["nnUNetTrainer"], "smoke", cmp.BUDGETS["smoke"])
+    source = (tmp_path / "segbalance_compare_smoke.py").read_text()
+    init = source.split("def __init__", 1)[1].split("self.num_epochs", 1)[0]
+    threads_before = torch.get_num_threads()
+    try:
+        for asked, expected in (("1", 1), ("", threads_before)):
+            torch.set_num_threads(threads_before)
+            monkeypatch.setenv("SEGBALANCE_CMP_TORCH_THREADS", asked)
+            body = "\n".join(line[8:] for line in init.splitlines()[2:])  # the lines after super().__init__
+            exec(compile(body, "init", "exec"), {"os": __import__("os"), "torch": torch})
+            assert torch.get_num_threads() == expected
+    finally:
+        torch.set_num_threads(threads_before)
+    env = cmp.nnunet_env(tmp_path, tmp_path / "ext", "cpu", torch_threads=1)
+    assert env["SEGBALANCE_CMP_TORCH_THREADS"] == "1"
+    assert "SEGBALANCE_CMP_TORCH_THREADS" not in cmp.nnunet_env(tmp_path, tmp_path / "ext", "cpu")
+
+
+def test_setup_lock_excludes_a_concurrent_invocation(cmp, tmp_path):
+    """While one invocation makes the shared setup another process cannot take the lock; afterwards it can."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("fcntl")
+    probe = ("import fcntl, sys\nfh = open(sys.argv[1], 'w')\n"
+             "try:\n    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept OSError:\n    sys.exit(3)\n")
+    lock = str(tmp_path / ".setup.lock")
+    with cmp.setup_lock(tmp_path):
+        assert subprocess.run([sys.executable, "-c", probe, lock]).returncode == 3
+    assert subprocess.run([sys.executable, "-c", probe, lock]).returncode == 0
+
+
 def _independent_counts(gt_dir: Path, pred_dir: Path, label: int) -> tuple[int, int, int]:
     """(GT lesions, matched at IoU >= 0.5, false-positive components) over all cases: nibabel + scipy's
     26-connected labelling. At IoU >= 0.5 a component has at most one partner, so counting pairs is the

@@ -451,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="summary JSON (default benchmarks/results/"
                     "compare_nnunet_<budget>.json)")
     args = ap.parse_args(argv)
+    if args.torch_threads is not None and args.torch_threads < 1:
+        ap.error(f"--torch-threads: {args.torch_threads} is not a thread count (>= 1)")
     # "DFL" and "nnUNetTrainerDFL" name the same trainer
     args.trainers = [t if t.startswith("nnUNetTrainer") else f"nnUNetTrainer{t}" for t in args.trainers]
     spec = BUDGETS[args.budget]

@@ -144,6 +144,9 @@ def test_budget_trainers_set_torch_threads_only_when_asked(cmp, tmp_path, monkey
             assert torch.get_num_threads() == expected
     finally:
         torch.set_num_threads(threads_before)
+    with pytest.raises(SystemExit) as exc:
+        cmp.main(["--torch-threads", "0", "--work", str(tmp_path / "never")])
+    assert exc.value.code == 2 and not (tmp_path / "never").exists()
     env = cmp.nnunet_env(tmp_path, tmp_path / "ext", "cpu", torch_threads=1)
     assert env["SEGBALANCE_CMP_TORCH_THREADS"] == "1"
     assert "SEGBALANCE_CMP_TORCH_THREADS" not in cmp.nnunet_env(tmp_path, tmp_path / "ext", "cpu")

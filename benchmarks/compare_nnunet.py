@@ -46,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
+from segbalance.atomic import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DATASET_ID = 761
@@ -59,6 +61,8 @@ TRAINERS = [
 ]
 #: the lesion evaluation (``segbalance evaluate``'s defaults, passed explicitly and recorded with every run)
 LESION_SETTINGS = {"connectivity": 26, "matching": "iou", "iou_threshold": 0.5}
+#: how ``--torch-threads`` reaches the budget trainers (nnU-Net sets every core before it builds them)
+TORCH_THREADS_ENV = "SEGBALANCE_CMP_TORCH_THREADS"
 #: budget → epochs, iterations per epoch, validation iterations, shrunken plans (None: nnU-Net's own)
 BUDGETS: dict[str, dict] = {
     "smoke": {"epochs": 2, "iterations": 4, "val_iterations": 1, "cases": (6, 2),
@@ -122,7 +126,7 @@ def start_clean(work: Path, spec: dict) -> None:
         print(f"{work}: made by another setup; removing {', '.join(d.name for d in derived)}", flush=True)
     for d in derived:
         shutil.rmtree(d) if d.is_dir() else d.unlink()
-    file.write_text(json.dumps(setup, indent=1))
+    atomic_write_text(file, json.dumps(setup, indent=1))
 
 
 def build_dataset(raw: Path, n_train: int, n_test: int) -> Path:
@@ -146,7 +150,7 @@ def build_dataset(raw: Path, n_train: int, n_test: int) -> Path:
     (folder / "dataset.json").write_text(json.dumps({
         "channel_names": {"0": "CT"}, "labels": {"background": 0, "organ": 1, "lesion": 2},
         "numTraining": n_train, "file_ending": ".nii.gz"}, indent=2))
-    done.write_text(json.dumps(want))
+    atomic_write_text(done, json.dumps(want))
     return folder
 
 
@@ -186,8 +190,6 @@ def trainer_import(trainer: str) -> str | None:
 
 def write_budget_trainers(ext: Path, trainers: list[str], budget: str, spec: dict) -> dict[str, str]:
     """A module in ``ext`` with ``<Trainer>_cmp<budget>`` for each trainer; returns trainer → variant name."""
-    from segbalance.atomic import atomic_write_text
-
     ext.mkdir(parents=True, exist_ok=True)
     lines = [
         '"""Budget variants written by benchmarks/compare_nnunet.py (regenerated on every run)."""',
@@ -209,8 +211,8 @@ def write_budget_trainers(ext: Path, trainers: list[str], budget: str, spec: dic
             f"class {name}({trainer}):",
             "    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device('cuda')):",
             "        super().__init__(plans, configuration, fold, dataset_json, device)",
-            "        if os.environ.get('SEGBALANCE_CMP_TORCH_THREADS'):  # --torch-threads",
-            "            torch.set_num_threads(int(os.environ['SEGBALANCE_CMP_TORCH_THREADS']))",
+            f"        if os.environ.get({TORCH_THREADS_ENV!r}):  # --torch-threads",
+            f"            torch.set_num_threads(int(os.environ[{TORCH_THREADS_ENV!r}]))",
             f"        self.num_epochs = {spec['epochs']}",
             f"        self.num_iterations_per_epoch = {spec['iterations']}",
             f"        self.num_val_iterations_per_epoch = {spec['val_iterations']}",
@@ -264,9 +266,9 @@ def nnunet_env(work: Path, ext: Path, device: str, torch_threads: int | None = N
     env.update(nnUNet_raw=str(work / "raw"), nnUNet_preprocessed=str(work / "preprocessed"),
                nnUNet_results=str(work / "results"), nnUNet_compile="false",
                nnUNet_def_n_proc="1", nnUNet_n_proc_DA="0" if device == "cpu" else "8")
-    env.pop("SEGBALANCE_CMP_TORCH_THREADS", None)  # only --torch-threads decides
+    env.pop(TORCH_THREADS_ENV, None)  # only --torch-threads decides
     if torch_threads:
-        env["SEGBALANCE_CMP_TORCH_THREADS"] = str(torch_threads)
+        env[TORCH_THREADS_ENV] = str(torch_threads)
     return env
 
 
@@ -307,7 +309,7 @@ def train_predict_evaluate(trainer: str, variant: str, fold: int, work: Path, da
     for name in sorted(p.name for p in ev.glob("*.json")):
         record["evaluation"][name] = json.loads((ev / name).read_text())
     record_file.parent.mkdir(parents=True, exist_ok=True)
-    record_file.write_text(json.dumps(record, indent=1, default=str))
+    atomic_write_text(record_file, json.dumps(record, indent=1, default=str))  # the "done" marker
     return record
 
 
@@ -498,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
                "runs_s": sum(r.get(k, 0.0) for r in records for k in ("train_s", "predict_s", "evaluate_s")),
                "table": table, "runs": records}
     out = args.json or ROOT / "benchmarks" / "results" / f"compare_nnunet_{args.budget}.json"
-    out.write_text(json.dumps(summary, indent=1, default=str))
+    atomic_write_text(out, json.dumps(summary, indent=1, default=str))
     print(f"wrote {out}")
     return 0
 

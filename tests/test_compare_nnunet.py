@@ -138,7 +138,7 @@ def test_budget_trainers_set_torch_threads_only_when_asked(cmp, tmp_path, monkey
     try:
         for asked, expected in (("1", 1), ("", threads_before)):
             torch.set_num_threads(threads_before)
-            monkeypatch.setenv("SEGBALANCE_CMP_TORCH_THREADS", asked)
+            monkeypatch.setenv(cmp.TORCH_THREADS_ENV, asked)
             body = "\n".join(line[8:] for line in init.splitlines()[2:])  # the lines after super().__init__
             exec(compile(body, "init", "exec"), {"os": __import__("os"), "torch": torch})
             assert torch.get_num_threads() == expected
@@ -148,8 +148,8 @@ def test_budget_trainers_set_torch_threads_only_when_asked(cmp, tmp_path, monkey
         cmp.main(["--torch-threads", "0", "--work", str(tmp_path / "never")])
     assert exc.value.code == 2 and not (tmp_path / "never").exists()
     env = cmp.nnunet_env(tmp_path, tmp_path / "ext", "cpu", torch_threads=1)
-    assert env["SEGBALANCE_CMP_TORCH_THREADS"] == "1"
-    assert "SEGBALANCE_CMP_TORCH_THREADS" not in cmp.nnunet_env(tmp_path, tmp_path / "ext", "cpu")
+    assert env[cmp.TORCH_THREADS_ENV] == "1"
+    assert cmp.TORCH_THREADS_ENV not in cmp.nnunet_env(tmp_path, tmp_path / "ext", "cpu")
 
 
 def test_setup_lock_excludes_a_concurrent_invocation(cmp, tmp_path):

@@ -168,7 +168,7 @@ def shrink_plans(plans_file: Path, spec: dict) -> None:
     arch["strides"] = [[1, 1, 1], [1, 2, 2]] + [[2, 2, 2]] * (n - 2)
     arch["n_conv_per_stage"] = [2] * n
     arch["n_conv_per_stage_decoder"] = [2] * (n - 1)
-    plans_file.write_text(json.dumps(plans, indent=2))
+    atomic_write_text(plans_file, json.dumps(plans, indent=2))
 
 
 def trainer_import(trainer: str) -> str | None:
@@ -470,13 +470,17 @@ def main(argv: list[str] | None = None) -> int:
         names = {t: variants[t] for t in args.trainers}
         env = nnunet_env(work, work / "ext", args.device, args.torch_threads)
         plans_file = work / "preprocessed" / DATASET / "nnUNetPlans.json"
-        if not plans_file.is_file():
+        # written last: nnU-Net writes the plans before it preprocesses, and the plans are shrunk after, so
+        # the plans file alone would let a run killed in between be reused half-made
+        planned = plans_file.with_name(".complete.json")
+        if not planned.is_file():
             print("planning and preprocessing …", flush=True)
             plan_env = {**env, "nnUNet_n_proc_DA": "1"}  # planning needs >= 1 (it sets torch's thread count)
             run([str(BIN / "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "3d_fullres",
                  "--verify_dataset_integrity", "-np", "1", "-npfp", "1"], plan_env, work / "plan.txt")
             if spec["plans"]:
                 shrink_plans(plans_file, spec["plans"])
+            atomic_write_text(planned, json.dumps({"plans": spec["plans"]}))
     records = []
     total = len(args.trainers) * len(args.folds)
     for i, (trainer, fold) in enumerate(((t, f) for t in args.trainers for f in args.folds), start=1):

@@ -211,6 +211,11 @@ def test_smoke_budget_runs_nnunet_and_its_counts_match_an_independent_evaluation
         assert (row["lesions_gt"], row["lesions_found"], row["false_positive_lesions"]) == \
             _independent_counts(gt, pred, 2)
         assert row["lesions_gt"] >= cmp.BUDGETS["smoke"]["cases"][1]  # several lesions per test phantom
+    # the shrunken plans are used, and the setup is marked complete only after they were written
+    preprocessed = tmp_path / "w" / "smoke" / "preprocessed" / cmp.DATASET
+    plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())["configurations"]["3d_fullres"]
+    assert plans["patch_size"] == cmp.BUDGETS["smoke"]["plans"]["patch"]
+    assert json.loads((preprocessed / ".complete.json").read_text())["plans"] == cmp.BUDGETS["smoke"]["plans"]
     # resumable: a second run reuses every record and retrains nothing
     records = {p.name: p.read_text() for p in (tmp_path / "w" / "smoke" / "runs").glob("*.json")}
     assert cmp.main(argv) == 0

@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from segbalance.atomic import atomic_write_text
+from segbalance.trainers.diagnostics import DIAGNOSTICS_ENV, read_diagnostics
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -58,6 +59,8 @@ TRAINERS = [
     "nnUNetTrainerCEL1", "nnUNetTrainerCEKL", "nnUNetTrainerGDL", "nnUNetTrainerBoundary",
     "nnUNetTrainerHDDT", "nnUNetTrainerCombo",
     "nnUNetTrainerCELoss",  # nnU-Net's own CE-only trainer: the control for the CE-based rows
+    # the forms that learn the lesions (docs/rare-class.md) and DFL + Dice as the table had it
+    "nnUNetTrainerDFLDC", "nnUNetTrainerHDDTDiceCE", "nnUNetTrainerComboFG", "nnUNetTrainerDFLDice",
 ]
 #: the lesion evaluation (``segbalance evaluate``'s defaults, passed explicitly and recorded with every run)
 LESION_SETTINGS = {"connectivity": 26, "matching": "iou", "iou_threshold": 0.5}
@@ -198,6 +201,8 @@ def write_budget_trainers(ext: Path, trainers: list[str], budget: str, spec: dic
         "import torch",
         "from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer",
         "from segbalance.trainers.nnunet_ext.segbalance_nnunet_trainers import *  # noqa: F403",
+        "from segbalance.trainers.diagnostics import RareClassDiagnostics",
+        "from segbalance.trainers.guard import NeverPredictedGuard",
         "",
     ]
     for line in map(trainer_import, trainers):
@@ -207,8 +212,11 @@ def write_budget_trainers(ext: Path, trainers: list[str], budget: str, spec: dic
     for trainer in trainers:
         name = f"{trainer}_cmp{budget}"
         names[trainer] = name
+        # nnU-Net's own trainers get the guard and the diagnostics that every segbalance trainer has
+        own = trainer_import(trainer) is None
+        bases = trainer if own else f"NeverPredictedGuard, RareClassDiagnostics, {trainer}"
         lines += [
-            f"class {name}({trainer}):",
+            f"class {name}({bases}):",
             "    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device('cuda')):",
             "        super().__init__(plans, configuration, fold, dataset_json, device)",
             f"        if os.environ.get({TORCH_THREADS_ENV!r}):  # --torch-threads",
@@ -267,6 +275,7 @@ def nnunet_env(work: Path, ext: Path, device: str, torch_threads: int | None = N
                nnUNet_results=str(work / "results"), nnUNet_compile="false",
                nnUNet_def_n_proc="1", nnUNet_n_proc_DA="0" if device == "cpu" else "8")
     env.pop(TORCH_THREADS_ENV, None)  # only --torch-threads decides
+    env[DIAGNOSTICS_ENV] = "1"  # every run records its gradient balance per epoch (docs/rare-class.md)
     if torch_threads:
         env[TORCH_THREADS_ENV] = str(torch_threads)
     return env
@@ -303,7 +312,9 @@ def train_predict_evaluate(trainer: str, variant: str, fold: int, work: Path, da
                                "--matching", LESION_SETTINGS["matching"],
                                "--iou-threshold", str(LESION_SETTINGS["iou_threshold"])],
                               env, logs / f"evaluate_{trainer}_{fold}.txt")
-    record = {"trainer": trainer, "variant": variant, "fold": fold, **times,
+    diagnostics_file = out / "segbalance_diagnostics.jsonl"
+    diagnostics = read_diagnostics(str(diagnostics_file)) if diagnostics_file.is_file() else []
+    record = {"trainer": trainer, "variant": variant, "fold": fold, **times, "diagnostics": diagnostics,
               "gt": str(dataset / "labelsTs"), "predictions": str(pred), "lesion_settings": LESION_SETTINGS,
               "evaluation": {}}
     for name in sorted(p.name for p in ev.glob("*.json")):

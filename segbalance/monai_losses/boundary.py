@@ -25,6 +25,7 @@ __all__ = [
     "RegionBoundaryLoss",
     "GeneralizedDiceBoundaryLoss",
     "DiceBoundaryLoss",
+    "DiceCEHausdorffDTLoss",
 ]
 
 
@@ -103,9 +104,14 @@ class RegionBoundaryLoss(DistanceLoss):
         alpha_start, alpha_step, alpha_max: the schedule (0.01, 0.01, 0.99); ``alpha_step=0`` fixes α.
         spacing, distance_method, include_background: of the boundary term (foreground classes by default).
         region_kwargs: extra constructor arguments of the region loss.
+        distance_kwargs: extra constructor arguments of the distance term (e.g. HD-DT's exponent ``alpha``).
     """
 
     region: str = ""
+    #: the registered distance term (``"boundary"``; ``"hd_dt"`` in :class:`DiceCEHausdorffDTLoss`)
+    distance: str = "boundary"
+    #: region_kwargs used when the caller gives none (the subclass's reading of its pairing)
+    default_region_kwargs: dict = {}
     background_scope = "boundary_term"
     none_style = "image"
 
@@ -119,6 +125,7 @@ class RegionBoundaryLoss(DistanceLoss):
         include_background: bool = False,
         distance_method: str = "auto",
         region_kwargs: dict | None = None,
+        distance_kwargs: dict | None = None,
         **kwargs,
     ) -> None:
         super().__init__(
@@ -127,13 +134,14 @@ class RegionBoundaryLoss(DistanceLoss):
         self.scheduler = BoundaryWeightScheduler(alpha_start, alpha_step, alpha_max)
         conventions = self.convention_kwargs()
         region_cls = loss_class(self.region)
-        self.region_loss = region_cls(**{**conventions, **(region_kwargs or {}), "reduction": "none"})
-        self.boundary_loss = BoundaryLoss(
+        region_kwargs = {**self.default_region_kwargs, **(region_kwargs or {})}
+        self.region_loss = region_cls(**{**conventions, **region_kwargs, "reduction": "none"})
+        self.boundary_loss = loss_class(self.distance)(
             spacing=spacing,
             include_background=include_background,
             distance_method=distance_method,
             reduction="none",
-            **conventions,
+            **{**conventions, **(distance_kwargs or {})},
         )
 
     @property
@@ -172,3 +180,28 @@ class DiceBoundaryLoss(RegionBoundaryLoss):
     """``(1 − α)·Dice + α·L_B`` (see :class:`RegionBoundaryLoss`)."""
 
     region = "dice"
+
+
+@register("dice_ce_hd_dt")
+class DiceCEHausdorffDTLoss(RegionBoundaryLoss):
+    """``(1 − α)·(L_Dice^fg + L_CE) + α·L_HD-DT``: nnU-Net's Dice + CE with the Hausdorff distance-transform
+    loss (Karimi & Salcudean 2020, Eq. 8; Ma 2020, §4.2) added under the boundary schedule of
+    :class:`RegionBoundaryLoss` (α = 0.01 + 0.01·epoch).
+
+    Karimi & Salcudean train their HD loss beside a Dice term; alone (``hd_dt``) it weighs a missed voxel of
+    a small lesion by ``d_G² ≈`` its own tiny depth and a false positive by its squared distance to the
+    lesion, so the cheapest state is to predict the lesion nowhere, and nnU-Net never switches it on
+    (docs/rare-class.md). The region term is :class:`~segbalance.monai_losses.compound.DiceCELoss` with the
+    Dice term over the foreground classes (nnU-Net's ``do_bg=False``; ``region_kwargs`` to change it),
+    the distance term :class:`~segbalance.monai_losses.hausdorff.HausdorffDTLoss` (exponent 2,
+    ``distance_kwargs={"alpha": …}``), foreground classes, spacing-aware.
+
+    Example:
+        >>> loss = DiceCEHausdorffDTLoss(spacing=(2.5, 0.8, 0.8))
+        >>> loss.alpha, type(loss.boundary_loss).__name__, loss.region_loss.include_background
+        (0.01, 'HausdorffDTLoss', False)
+    """
+
+    region = "dice_ce"
+    distance = "hd_dt"
+    default_region_kwargs = {"include_background": False}

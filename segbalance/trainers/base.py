@@ -13,8 +13,16 @@ from torch import nn
 
 from segbalance.monai_losses.schedules import set_schedulers_epoch
 from segbalance.nnunet_losses import build_nnunet_loss
+from segbalance.trainers.diagnostics import RareClassDiagnostics
+from segbalance.trainers.guard import NeverPredictedGuard
 
-__all__ = ["SegBalanceTrainer", "loss_state_file", "compile_loss_requested", "COMPILE_ENV"]
+__all__ = [
+    "SegBalanceTrainer",
+    "SegBalanceLossTrainer",
+    "loss_state_file",
+    "compile_loss_requested",
+    "COMPILE_ENV",
+]
 
 LOSS_STATE_SUFFIX = ".segbalance_loss.pt"
 #: ``SEGBALANCE_COMPILE_LOSS=1``: the trainers compile their segbalance losses (nnU-Net's own
@@ -40,7 +48,7 @@ def loss_state_file(checkpoint_file: str) -> str:
     return root + LOSS_STATE_SUFFIX
 
 
-class SegBalanceTrainer(nnUNetTrainer):
+class SegBalanceLossTrainer(nnUNetTrainer):
     """``nnUNetTrainer`` whose ``_build_loss`` returns the segbalance loss ``loss_name(**loss_kwargs)``.
 
     The classes in :mod:`segbalance.trainers.generated` only set ``loss_name``/``loss_kwargs`` (from the
@@ -150,6 +158,14 @@ class SegBalanceTrainer(nnUNetTrainer):
         latest = loss_state_file(os.path.join(self.output_folder, "checkpoint_latest.pth"))
         if self.local_rank == 0 and os.path.isfile(latest):
             os.remove(latest)
+
+
+class SegBalanceTrainer(NeverPredictedGuard, RareClassDiagnostics, SegBalanceLossTrainer):
+    """The base of every segbalance trainer: :class:`SegBalanceLossTrainer` with the never-predicted guard
+    (:class:`~segbalance.trainers.guard.NeverPredictedGuard`, on by default) and the gradient-balance
+    diagnostics (:class:`~segbalance.trainers.diagnostics.RareClassDiagnostics`,
+    ``SEGBALANCE_DIAGNOSTICS=1``).
+    """
 
 
 def _regions_message(trainer: str, loss: str, dataset: str) -> str:

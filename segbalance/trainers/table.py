@@ -57,6 +57,26 @@ _ROWS: list[tuple[str, str, dict, str]] = [
     ("HDDT", "hd_dt", {}, "Hausdorff distance-transform loss (004 §4.2, Karimi & Salcudean), α = 2."),
     # compound losses
     ("DFLDice", "compound", {"terms": {"dfl": 1.0, "dice": 1.0}}, "Dual Focal + Dice."),
+    # the forms that learn a rare class through nnU-Net (docs/rare-class.md): the trainers to use
+    (
+        "DFLDC",
+        "dfl_dc",
+        {},
+        "Dual Focal loss / κ + nnU-Net's foreground Dice (κ = 1 + β/ρ + 2α = 4): the DFL trainer to use.",
+    ),
+    (
+        "HDDTDiceCE",
+        "dice_ce_hd_dt",
+        {},
+        "(1 − α)·(foreground Dice + CE) + α·HD-DT (004 §4.2), α = 0.01 + 0.01·epoch: the HD-DT trainer"
+        " to use.",
+    ),
+    (
+        "ComboFG",
+        "combo",
+        {"include_background": False},
+        "Combo loss over the foreground classes (nnU-Net's do_bg=False): the Combo trainer to use.",
+    ),
 ]
 
 #: the built-in rows as :class:`TrainerSpec`, by class name

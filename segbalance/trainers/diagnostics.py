@@ -135,7 +135,7 @@ class RareClassDiagnostics(nnUNetTrainer):
         if not isinstance(self.loss, DiagnosedLoss) or self.local_rank != 0:
             return
         summary = self.loss.epoch_summary()
-        dice = self.logger.my_fantastic_logging.get("dice_per_class_or_region", [])
+        dice = self.logger.get_value("dice_per_class_or_region", None)
         pseudo = [float(v) for v in dice[epoch]] if len(dice) > epoch else None
         summary = {"epoch": epoch, "pseudo_dice": pseudo, **summary}
         with open(os.path.join(self.output_folder, FILE), "a") as fh:

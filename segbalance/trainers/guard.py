@@ -150,7 +150,7 @@ class NeverPredictedGuard(nnUNetTrainer):
             )
 
     def _guard_history(self) -> list[list[float]]:
-        return list(self.logger.my_fantastic_logging.get("dice_per_class_or_region", []))
+        return list(self.logger.get_value("dice_per_class_or_region", None))
 
     def on_epoch_end(self):
         super().on_epoch_end()  # logs, checkpoints, then current_epoch += 1

@@ -1,0 +1,157 @@
+"""The rare-class forms (``dfl_dc``, ``dice_ce_hd_dt``, ComboFG) and the gradient balance they rest on.
+
+The balance figures of docs/rare-class.md are checked here against autograd of the papers' equations: DFL's
+push on a confidently classified voxel of another class tends to ``κ = 1 + β/ρ + 2α`` times CE's, its pull on
+a missed voxel to CE's, and :func:`gradient_balance` reports exactly those per-voxel gradients.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from segbalance.monai_losses import get
+from segbalance.monai_losses.rare_class import DualFocalDiceLoss, dfl_negative_push
+
+
+def _logits(probs: list[float]) -> torch.Tensor:
+    return torch.log(torch.tensor(probs, dtype=torch.float64)).reshape(1, len(probs), 1, 1)
+
+
+def _grad(loss_fn, logits: torch.Tensor, label: int) -> torch.Tensor:
+    x = logits.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(loss_fn(x, torch.tensor([[[[label]]]])), x)
+    return g.flatten()
+
+
+def _ce(x, y):
+    return torch.nn.functional.cross_entropy(x, y[:, 0].long())
+
+
+def _dfl_equation(alpha, beta, rho):
+    """Eq. 8 with the sign of Eq. 7 (γ = 1), summed over classes, in float64 autograd."""
+
+    def loss(x, y):
+        z = torch.softmax(x, 1)
+        onehot = torch.nn.functional.one_hot(y[:, 0].long(), x.shape[1]).movedim(-1, 1).to(z.dtype)
+        per_voxel = -(onehot * torch.log(z)) - beta * (1 - onehot) * torch.log(rho - z) + alpha * (onehot - z).abs()
+        return per_voxel.sum(1).mean()
+
+    return loss
+
+
+@pytest.mark.parametrize("alpha, beta, rho", [(1.0, 1.0, 1.0), (0.5, 2.0, 1.0), (2.0, 1.0, 1.5), (0.0, 0.0, 1.0)])
+def test_dfl_push_on_a_confident_other_class_voxel_is_kappa_times_ce(alpha, beta, rho):
+    eps = 1e-7
+    logits = _logits([1 - 2 * eps, eps, eps])  # background predicted with z → 1
+    g_dfl = _grad(_dfl_equation(alpha, beta, rho), logits, 0)
+    g_ce = _grad(_ce, logits, 0)
+    assert float(g_dfl[2] / g_ce[2]) == pytest.approx(dfl_negative_push(alpha, beta, rho), rel=1e-5)
+    # and the registered loss has the same gradient as the equation
+    if (alpha, beta, rho) == (1.0, 1.0, 1.0):
+        g_reg = _grad(lambda x, y: get("dfl")(x.float(), y), logits, 0).double()
+        assert float(g_reg[2] / g_ce[2]) == pytest.approx(4.0, rel=1e-3)
+
+
+def test_dfl_pull_on_a_missed_voxel_tends_to_ce_and_misdirects_part_to_background():
+    # lesion voxel predicted as background: pull on the lesion logit = CE's + 100·z_l (z_bg = 0.99)
+    logits = _logits([0.99, 0.005, 0.005])
+    g_dfl, g_ce = _grad(_dfl_equation(1, 1, 1), logits, 2), _grad(_ce, logits, 2)
+    # ∂L/∂u_l = z_l(∂L/∂z_l − Σ_k z_k ∂L/∂z_k), ∂L/∂z_l = −1/z_l − α, ∂L/∂z_j = β/(ρ − z_j) + α (j ≠ l)
+    s = 0.005 * (-1 / 0.005 - 1) + 0.99 * (1 / 0.01 + 1) + 0.005 * (1 / 0.995 + 1)
+    assert float(g_dfl[2]) == pytest.approx(0.005 * (-1 / 0.005 - 1 - s), rel=1e-9)
+    assert float(g_dfl[2] / g_ce[2]) == pytest.approx(1.5075, abs=1e-3)
+    # predicted as organ instead: DFL also raises the background logit, a third as much as the lesion's
+    logits = _logits([0.005, 0.99, 0.005])
+    g_dfl, g_ce = _grad(_dfl_equation(1, 1, 1), logits, 2), _grad(_ce, logits, 2)
+    assert float(g_dfl[0]) < 0 and float(g_dfl[0] / g_dfl[2]) == pytest.approx(0.3233, abs=1e-3)
+    assert float(g_ce[0]) > 0  # CE lowers it
+
+
+def test_dfl_dc_is_dfl_over_kappa_plus_foreground_dice():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 4, 6, 6, generator=g)
+    target = torch.randint(0, 3, (2, 1, 4, 6, 6), generator=g)
+    for batch in (False, True):
+        loss = DualFocalDiceLoss(alpha=0.5, beta=2.0, batch=batch)
+        kappa = 1 + 2.0 + 1.0
+        expected = get("dfl", alpha=0.5, beta=2.0)(logits, target) / kappa + get(
+            "dice", include_background=False, batch=batch
+        )(logits, target)
+        torch.testing.assert_close(loss(logits, target), expected)
+    explicit = DualFocalDiceLoss(dfl_weight=1.0, dice_weight=2.0)(logits, target)
+    torch.testing.assert_close(
+        explicit, get("dfl")(logits, target) + 2 * get("dice", include_background=False)(logits, target)
+    )
+
+
+@pytest.mark.parametrize("bad", [{"alpha": -1}, {"rho": 0.5}, {"dfl_weight": -0.1}, {"dice_weight": "a"}])
+def test_dfl_dc_bad_arguments_name_the_argument(bad):
+    with pytest.raises(ValueError, match=f"DualFocalDiceLoss: {next(iter(bad))}"):
+        DualFocalDiceLoss(**bad)
+
+
+def test_dice_ce_hd_dt_is_the_scheduled_pairing_of_foreground_dice_ce_and_hd_dt():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 3, 6, 8, 8, generator=g)
+    target = torch.randint(0, 3, (2, 1, 6, 8, 8), generator=g)
+    spacing = (2.5, 0.8, 0.8)
+    loss = get("dice_ce_hd_dt", spacing=spacing)
+    region = get("dice_ce", include_background=False)(logits, target)
+    hd = get("hd_dt", spacing=spacing)(logits, target)
+    for _ in range(3):
+        a = loss.alpha
+        torch.testing.assert_close(loss(logits, target), (1 - a) * region + a * hd)
+        loss.scheduler.step()
+    assert loss.alpha == pytest.approx(0.04)
+    # HD-DT's exponent reaches the distance term
+    cubic = get("dice_ce_hd_dt", spacing=spacing, distance_kwargs={"alpha": 3.0})
+    assert cubic.boundary_loss.alpha == 3.0
+
+
+def test_combo_fg_trainer_row_scores_foreground_classes_only():
+    from segbalance.trainers.table import trainer_specs
+
+    spec = trainer_specs()["nnUNetTrainerComboFG"]
+    assert (spec.loss, spec.kwargs) == ("combo", {"include_background": False})
+    logits = torch.zeros(1, 3, 1, 4)
+    target = torch.tensor([[[[0, 1, 2, 0]]]])
+    # z = 1/3 everywhere: BCE over channels 1, 2 = −(0.5·0.25·ln(1/3)·2 + 0.5·0.75·ln(2/3)·2)/2 per voxel;
+    # Dice per foreground class = 2·(1/3)/(4/3 + 1) = 2/7
+    bce = -(0.5 * 0.25 * math.log(1 / 3) + 0.5 * 0.75 * math.log(2 / 3))
+    expected = 0.5 * bce - 0.5 * (2 / 7)
+    assert float(get("combo", include_background=False, smooth_nr=0, smooth_dr=0)(logits, target)) == \
+        pytest.approx(expected, abs=1e-7)
+
+
+def test_gradient_balance_reports_per_voxel_gradients():
+    pytest.importorskip("nnunetv2")
+    from segbalance.trainers.diagnostics import gradient_balance
+
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(2, 3, 4, 5, 5, generator=g)
+    target = torch.randint(0, 3, (2, 1, 4, 5, 5), generator=g)
+    target[0, 0, 0, 0, :3] = 3  # ignored voxels
+    stats = gradient_balance(get("ce", ignore_index=3), logits, target, ignore_label=3)
+    z = torch.softmax(logits, 1)
+    y = target[:, 0]
+    for c in (1, 2):
+        pos, neg = y == c, (y != c) & (y != 3)
+        # CE per voxel: ∂/∂u_c = z_c − [y = c]
+        assert stats["pull_ce"][c - 1] == pytest.approx(float((1 - z[:, c][pos]).mean()), rel=1e-5)
+        assert stats["push_ce"][c - 1] == pytest.approx(float(z[:, c][neg].mean()), rel=1e-5)
+        assert stats["pull"][c - 1] == pytest.approx(stats["pull_ce"][c - 1], rel=1e-5)
+        assert stats["z_pos"][c - 1] == pytest.approx(float(z[:, c][pos].mean()), rel=1e-5)
+        assert stats["n_pos"][c - 1] == int(pos.sum())
+        # CE raises nothing but the voxel's own class
+        others = stats["others_pos"][c - 1]
+        assert others[c] > 0 and all(v < 0 for j, v in enumerate(others) if j != c)
+    # DFL at a saturated background: its push is ≈ κ = 4 times CE's
+    sat = torch.full((1, 3, 2, 2, 2), -6.0)
+    sat[:, 0] = 6.0
+    lab = torch.zeros(1, 1, 2, 2, 2, dtype=torch.long)
+    lab[0, 0, 0, 0, 0] = 2
+    stats = gradient_balance(get("dfl"), sat, lab)
+    assert stats["push"][1] / stats["push_ce"][1] == pytest.approx(4.0, rel=1e-2)

@@ -36,13 +36,16 @@ def _dfl_equation(alpha, beta, rho):
     def loss(x, y):
         z = torch.softmax(x, 1)
         onehot = torch.nn.functional.one_hot(y[:, 0].long(), x.shape[1]).movedim(-1, 1).to(z.dtype)
-        per_voxel = -(onehot * torch.log(z)) - beta * (1 - onehot) * torch.log(rho - z) + alpha * (onehot - z).abs()
+        negatives = beta * (1 - onehot) * torch.log(rho - z)
+        per_voxel = -(onehot * torch.log(z)) - negatives + alpha * (onehot - z).abs()
         return per_voxel.sum(1).mean()
 
     return loss
 
 
-@pytest.mark.parametrize("alpha, beta, rho", [(1.0, 1.0, 1.0), (0.5, 2.0, 1.0), (2.0, 1.0, 1.5), (0.0, 0.0, 1.0)])
+@pytest.mark.parametrize(
+    "alpha, beta, rho", [(1.0, 1.0, 1.0), (0.5, 2.0, 1.0), (2.0, 1.0, 1.5), (0.0, 0.0, 1.0)]
+)
 def test_dfl_push_on_a_confident_other_class_voxel_is_kappa_times_ce(alpha, beta, rho):
     eps = 1e-7
     logits = _logits([1 - 2 * eps, eps, eps])  # background predicted with z → 1

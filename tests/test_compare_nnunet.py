@@ -123,6 +123,13 @@ def test_budget_trainers_import_nnunet_and_segbalance_trainers(cmp, tmp_path):
 
     assert issubclass(namespace["nnUNetTrainerCELoss_cmpsmoke"], nnUNetTrainerCELoss)
     assert namespace["nnUNetTrainerDFL_cmpsmoke"].__mro__[1].__name__ == "nnUNetTrainerDFL"
+    # nnU-Net's own trainers get the guard and the diagnostics every segbalance trainer has
+    from segbalance.trainers.diagnostics import RareClassDiagnostics
+    from segbalance.trainers.guard import NeverPredictedGuard
+
+    for name in ("nnUNetTrainer_cmpsmoke", "nnUNetTrainerCELoss_cmpsmoke", "nnUNetTrainerDFL_cmpsmoke"):
+        assert issubclass(namespace[name], NeverPredictedGuard)
+        assert issubclass(namespace[name], RareClassDiagnostics)
     with pytest.raises(SystemExit, match="nnUNetTrainerNoSuch"):
         cmp.trainer_import("nnUNetTrainerNoSuch")
 
@@ -211,6 +218,18 @@ def test_smoke_budget_runs_nnunet_and_its_counts_match_an_independent_evaluation
         assert (row["lesions_gt"], row["lesions_found"], row["false_positive_lesions"]) == \
             _independent_counts(gt, pred, 2)
         assert row["lesions_gt"] >= cmp.BUDGETS["smoke"]["cases"][1]  # several lesions per test phantom
+    # every run records its gradient balance per epoch, and the guard's end-of-training line appears exactly
+    # when the lesion's pseudo-Dice was 0 in every epoch (2 epochs: shorter than K, so all of them)
+    for run in summary["runs"]:
+        rows = run["diagnostics"]
+        assert [r["epoch"] for r in rows] == list(range(cmp.BUDGETS["smoke"]["epochs"]))
+        assert all(r["samples"] >= 1 and len(r["push"]) == 2 for r in rows)
+        log = (tmp_path / "w" / "smoke" / "logs" / f"train_{run['trainer']}_0.txt").read_text()
+        never = all(r["pseudo_dice"][1] == 0 for r in rows)
+        warned = "WARNING training ended with class 'lesion' (label 2) never predicted" in log
+        assert warned == never, (run["trainer"], [r["pseudo_dice"] for r in rows])
+        assert "WARNING training ended with class 'organ'" not in log or all(
+            r["pseudo_dice"][0] == 0 for r in rows)
     # the shrunken plans are used, and the setup is marked complete only after they were written
     preprocessed = tmp_path / "w" / "smoke" / "preprocessed" / cmp.DATASET
     plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())["configurations"]["3d_fullres"]

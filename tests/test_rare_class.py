@@ -73,21 +73,35 @@ def test_dfl_pull_on_a_missed_voxel_tends_to_ce_and_misdirects_part_to_backgroun
     assert float(g_ce[0]) > 0  # CE lowers it
 
 
-def test_dfl_dc_is_dfl_over_kappa_plus_foreground_dice():
+def test_dfl_dc_is_dfl_plus_foreground_dice():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 3, 4, 6, 6, generator=g)
     target = torch.randint(0, 3, (2, 1, 4, 6, 6), generator=g)
     for batch in (False, True):
-        loss = DualFocalDiceLoss(alpha=0.5, beta=2.0, batch=batch)
-        kappa = 1 + 2.0 + 1.0
-        expected = get("dfl", alpha=0.5, beta=2.0)(logits, target) / kappa + get(
+        loss = DualFocalDiceLoss(alpha=0.5, beta=2.0, rho=2.0, batch=batch)
+        expected = get("dfl", alpha=0.5, beta=2.0, rho=2.0)(logits, target) + get(
             "dice", include_background=False, batch=batch
         )(logits, target)
         torch.testing.assert_close(loss(logits, target), expected)
-    explicit = DualFocalDiceLoss(dfl_weight=1.0, dice_weight=2.0)(logits, target)
+    weighted = DualFocalDiceLoss(dfl_weight=0.5, dice_weight=2.0)(logits, target)
     torch.testing.assert_close(
-        explicit, get("dfl")(logits, target) + 2 * get("dice", include_background=False)(logits, target)
+        weighted, 0.5 * get("dfl")(logits, target) + 2 * get("dice", include_background=False)(logits, target)
     )
+
+
+@pytest.mark.parametrize("rho", [1.0, 2.0])
+def test_missed_voxel_gradient_formula_equals_autograd_and_rho_2_stops_raising_background(rho):
+    from segbalance.monai_losses.rare_class import dfl_missed_voxel_gradient
+
+    probs = [0.0099, 0.99, 0.0001]  # a lesion voxel (class 2) predicted as organ
+    g = _grad(_dfl_equation(1.0, 1.0, rho), _logits(probs), 2)
+    assert dfl_missed_voxel_gradient(probs, 2, rho=rho) == pytest.approx(g.tolist(), rel=1e-9)
+    g_ce = _grad(_ce, _logits(probs), 2)
+    assert float(g_ce[0]) > 0  # CE lowers the background logit
+    if rho == 1.0:
+        assert float(g[0]) < 0 and float(g[0] / g[2]) > 0.9  # raised almost as much as the lesion's
+    else:
+        assert float(g[0]) > 0 and float(g[2]) == pytest.approx(float(g_ce[2]), rel=1e-3)
 
 
 @pytest.mark.parametrize("bad", [{"alpha": -1}, {"rho": 0.5}, {"dfl_weight": -0.1}, {"dice_weight": "a"}])

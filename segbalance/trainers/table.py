@@ -61,8 +61,8 @@ _ROWS: list[tuple[str, str, dict, str]] = [
     (
         "DFLDC",
         "dfl_dc",
-        {},
-        "Dual Focal loss / κ + nnU-Net's foreground Dice (κ = 1 + β/ρ + 2α = 4): the DFL trainer to use.",
+        {"rho": 2.0},
+        "Dual Focal loss (ρ = 2) + nnU-Net's foreground Dice: the DFL trainer to use.",
     ),
     (
         "HDDTDiceCE",

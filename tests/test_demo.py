@@ -52,9 +52,10 @@ def test_evaluate_shifted_organ_and_missed_lesion():
     summary = summarise([res, case_metrics(label, label, SPACING), fp])
     assert summary[2]["missed"] == 1  # only the case with no lesion voxel predicted at all
     assert (summary[2]["lesions_gt"], summary[2]["lesions_found"], summary[2]["lesions_fp"]) == (3, 1, 1)
+    assert summary[2]["lesions_missed"] == 2
     assert summary[1]["dice"] == pytest.approx((2 * 2 * inter / 1200 + 1) / 3)
     rows = [{"loss": "ce", "class": "lesion", **summary[2]}]
-    assert "1/3" in format_table(rows) and "lesions found" in format_table(rows)
+    assert "1/2/1 of 3" in format_table(rows) and "lesions found/missed/FP" in format_table(rows)
 
 
 @pytest.mark.slow
@@ -64,7 +65,7 @@ def test_demo_tiny_end_to_end(tmp_path, capsys):
         assert main(["demo", "--tiny", "--out", str(out), "--losses", "ce", "boundary", "not_a_loss"]) == 0
     printed = capsys.readouterr().out
     assert "lesion" in printed and "organ" in printed
-    assert "lesions found" in printed
+    assert "lesions found/missed/FP" in printed and "lesions.png" in printed
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert [(r["loss"], r["class"]) for r in rows] == [
         ("ce", "organ"),
@@ -75,7 +76,10 @@ def test_demo_tiny_end_to_end(tmp_path, capsys):
     for r in rows:
         assert 0.0 <= float(r["dice"]) <= 1.0
         assert 0 <= int(r["lesions_found"]) <= int(r["lesions_gt"])
+        assert int(r["lesions_found"]) + int(r["lesions_missed"]) == int(r["lesions_gt"])
+    assert int(rows[1]["lesions_gt"]) >= 2  # several lesions per phantom
     assert (out / "results.png").stat().st_size > 1000
+    assert (out / "lesions.png").stat().st_size > 1000
     # rerun: finished runs are reused, not retrained
     mtime = (out / "runs" / "ce" / "last.pt").stat().st_mtime_ns
     assert main(["demo", "--tiny", "--out", str(out), "--losses", "ce"]) == 0
@@ -87,3 +91,24 @@ def test_demo_rejects_only_unknown_losses(tmp_path, capsys):
         assert main(["demo", "--tiny", "--out", str(tmp_path), "--losses", "nope"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "losses: none of the requested losses" in err
+
+
+def test_lesion_outcomes_match_the_lesion_counts_and_the_figure_is_written(tmp_path):
+    from segbalance.evaluation import evaluate_lesions
+    from segbalance.evaluation.outcomes import busiest_slice, lesion_outcomes, plot_lesion_outcomes
+
+    label = _volume()
+    label[2, 2, 2:4] = 2  # a second, 2-voxel lesion on another slice
+    pred = label.copy()
+    pred[4:6, 16:18, 16:18] = 1  # the first lesion missed
+    pred[8, 0:2, 0:2] = 2  # a false positive
+    o = lesion_outcomes(pred, label, 2)
+    c = next(r for r in evaluate_lesions(pred, label, SPACING, labels=[2]).classes)
+    assert (o.n_found, o.n_missed, o.n_false_positive) == (c["tp"], c["fn"], c["fp"]) == (1, 1, 1)
+    assert o.found.sum() == 2 and o.missed.sum() == 8 and o.false_positive.sum() == 4
+    assert not (o.found & o.missed).any() and not (o.false_positive & (label == 2)).any()
+    assert busiest_slice(label, 2) == 4  # one lesion per slice: the most lesion voxels, lowest index
+    image = np.random.default_rng(0).normal(size=label.shape)
+    both = {"a": o, "b": lesion_outcomes(label, label, 2)}
+    plot_lesion_outcomes(image, both, 4, tmp_path / "l.png", SPACING)
+    assert (tmp_path / "l.png").stat().st_size > 1000

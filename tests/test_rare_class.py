@@ -128,19 +128,33 @@ def test_dice_ce_hd_dt_is_the_scheduled_pairing_of_foreground_dice_ce_and_hd_dt(
     assert cubic.boundary_loss.alpha == 3.0
 
 
-def test_combo_fg_trainer_row_scores_foreground_classes_only():
+def _combo_equation(beta):
+    """The BCE part of Combo (Ma 2020, Eq. 15) over every class on softmax probabilities, float64."""
+
+    def loss(x, y):
+        z = torch.softmax(x, 1)
+        g = torch.nn.functional.one_hot(y[:, 0].long(), x.shape[1]).movedim(-1, 1).to(z.dtype)
+        return -(beta * g * torch.log(z) + (1 - beta) * (1 - g) * torch.log(1 - z)).mean(1).mean()
+
+    return loss
+
+
+def test_combo_beta_09_row_and_its_share_of_the_correction_sent_to_background():
     from segbalance.trainers.table import trainer_specs
 
-    spec = trainer_specs()["nnUNetTrainerComboFG"]
-    assert (spec.loss, spec.kwargs) == ("combo", {"include_background": False})
-    logits = torch.zeros(1, 3, 1, 4)
-    target = torch.tensor([[[[0, 1, 2, 0]]]])
-    # z = 1/3 everywhere: BCE over channels 1, 2 = −(0.5·0.25·ln(1/3)·2 + 0.5·0.75·ln(2/3)·2)/2 per voxel;
-    # Dice per foreground class = 2·(1/3)/(4/3 + 1) = 2/7
-    bce = -(0.5 * 0.25 * math.log(1 / 3) + 0.5 * 0.75 * math.log(2 / 3))
-    expected = 0.5 * bce - 0.5 * (2 / 7)
-    assert float(get("combo", include_background=False, smooth_nr=0, smooth_dr=0)(logits, target)) == \
-        pytest.approx(expected, abs=1e-7)
+    spec = trainer_specs()["nnUNetTrainerComboBeta09"]
+    assert (spec.loss, spec.kwargs) == ("combo", {"beta": 0.9})
+    probs = [0.0099, 0.99, 0.0001]  # a lesion voxel predicted as organ
+    shares = {}
+    for beta in (0.5, 0.9):
+        g = _grad(_combo_equation(beta), _logits(probs), 2)
+        assert float(g[2]) < 0  # the lesion logit is raised
+        shares[beta] = float(g[0] / g[2])  # > 0: the background logit is raised too
+        # the registered loss's cross-entropy part has the same gradient (α = 1: no Dice term)
+        g_reg = _grad(lambda x, y: get("combo", alpha=1.0, beta=beta)(x.float(), y), _logits(probs), 2)
+        assert g_reg.tolist() == pytest.approx(g.tolist(), rel=1e-4, abs=1e-6)
+    assert shares[0.5] == pytest.approx(0.97, abs=0.02)  # about as much as the lesion
+    assert shares[0.9] == pytest.approx(0.097, abs=0.01)  # ≈ (1 − β)/β
 
 
 def test_gradient_balance_reports_per_voxel_gradients():

@@ -72,10 +72,11 @@ _ROWS: list[tuple[str, str, dict, str]] = [
         " to use.",
     ),
     (
-        "ComboFG",
+        "ComboBeta09",
         "combo",
-        {"include_background": False},
-        "Combo loss over the foreground classes (nnU-Net's do_bg=False): the Combo trainer to use.",
+        {"beta": 0.9},
+        "Combo loss with β = 0.9 (the paper's β > 0.5, false negatives weighed more): of a missed voxel's"
+        " correction, (1 − β)/β instead of all goes to the background logit. The Combo trainer to use.",
     ),
 ]
 

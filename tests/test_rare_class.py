@@ -7,8 +7,6 @@ a missed voxel to CE's, and :func:`gradient_balance` reports exactly those per-v
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 

@@ -149,7 +149,8 @@ def test_combo_beta_09_row_and_its_share_of_the_correction_sent_to_background():
         assert float(g[2]) < 0  # the lesion logit is raised
         shares[beta] = float(g[0] / g[2])  # > 0: the background logit is raised too
         # the registered loss's cross-entropy part has the same gradient (α = 1: no Dice term)
-        g_reg = _grad(lambda x, y: get("combo", alpha=1.0, beta=beta)(x.float(), y), _logits(probs), 2)
+        combo = get("combo", alpha=1.0, beta=beta)
+        g_reg = _grad(lambda x, y, loss=combo: loss(x.float(), y), _logits(probs), 2)
         assert g_reg.tolist() == pytest.approx(g.tolist(), rel=1e-4, abs=1e-6)
     assert shares[0.5] == pytest.approx(0.97, abs=0.02)  # about as much as the lesion
     assert shares[0.9] == pytest.approx(0.097, abs=0.01)  # ≈ (1 − β)/β

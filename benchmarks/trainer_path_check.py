@@ -1,4 +1,4 @@
-"""Is the trainer path right? A real nnU-Net batch through each trainer's loss, checked against the loss alone.
+"""Is the trainer path right? A real nnU-Net batch through each trainer's loss, checked against the loss.
 
 For each trainer, on the comparison's preprocessed dataset (``benchmarks/compare_nnunet.py``'s work folder)
 and its shrunken plans: nnU-Net builds the trainer, its data loader and network as ``nnUNetv2_train`` does;
@@ -42,7 +42,7 @@ def check(trainer_name: str, fold: int, seed: int) -> dict:
     from segbalance.trainers.table import trainer_specs
 
     torch.manual_seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - nnU-Net's augmentation draws from the legacy global state
     trainer = get_trainer_from_args(DATASET, "3d_fullres", fold, trainer_name, device=torch.device("cpu"))
     trainer.initialize()
     loader, _ = trainer.get_dataloaders()
@@ -60,7 +60,8 @@ def check(trainer_name: str, fold: int, seed: int) -> dict:
     output = trainer.network(data)
     value = trainer.loss(output, target)
     spec = trainer_specs()[trainer_name]
-    kwargs = batch_dice_kwargs(spec.loss, copy.deepcopy(spec.kwargs), trainer.configuration_manager.batch_dice)
+    batch_dice = trainer.configuration_manager.batch_dice
+    kwargs = batch_dice_kwargs(spec.loss, copy.deepcopy(spec.kwargs), batch_dice)
     weights = deep_supervision_weights(len(output))
     spacing = trainer.configuration_manager.spacing
     patch = trainer.configuration_manager.patch_size

@@ -1,0 +1,115 @@
+"""Why a trainer's lesion class stays off, from the gradient balance its own run recorded per epoch.
+
+Reads the ``segbalance_diagnostics.jsonl`` of each run of ``benchmarks/compare_nnunet.py`` (every run there
+records it, see :mod:`segbalance.trainers.diagnostics`) and summarises, per trainer and fold, for the lesion
+class (label 2):
+
+* ``switch_on_epoch``: the first epoch whose pseudo-Dice of the lesion is above 0 (``None``: never);
+* ``z_pos``/``z_neg`` at a few epochs: the lesion's mean softmax probability on lesion / other voxels;
+* over the saturated phase (epochs 2–10, after the first collapse every loss goes through):
+  ``pull_vs_ce`` = mean of ``pull / pull_ce`` (the loss's raise of the lesion logit on a missed lesion voxel
+  relative to CE's on the same tensors) and ``background_share`` = mean of
+  ``max(0, others_pos[bg]) / others_pos[lesion]`` (how much of that correction also raises background).
+
+Writes ``benchmarks/results/rare_class_diagnosis.json`` and ``docs/rare-class-diagnosis.png`` (per trainer:
+``z_pos`` and the lesion pseudo-Dice against the epoch).
+
+    python benchmarks/rare_class_diagnosis.py --work benchmarks/work/compare_nnunet/cpulong
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASET = "Dataset761_SegBalanceLesions"
+LESION = 1  # index of label 2 in the per-foreground-class lists
+SATURATED = range(2, 11)
+EPOCHS_SHOWN = (0, 1, 2, 5, 10, 20, 40, 59)
+
+
+def read_rows(path: Path) -> list[dict]:
+    from segbalance.trainers.diagnostics import read_diagnostics
+
+    return read_diagnostics(str(path))
+
+
+def summarise(rows: list[dict]) -> dict:
+    dice = [r["pseudo_dice"][LESION] if r.get("pseudo_dice") else None for r in rows]
+    on = next((r["epoch"] for r, d in zip(rows, dice) if d is not None and d > 0), None)
+    by_epoch = {r["epoch"]: r for r in rows}
+    sat = [by_epoch[e] for e in SATURATED if e in by_epoch and by_epoch[e].get("pull")]
+
+    def share(r: dict) -> float:
+        others = r["others_pos"][LESION]
+        return max(0.0, others[0]) / others[2] if others[2] else float("nan")
+
+    return {
+        "epochs": len(rows),
+        "switch_on_epoch": on,
+        "final_pseudo_dice": dice[-1] if dice else None,
+        "z_pos": {e: by_epoch[e]["z_pos"][LESION] for e in EPOCHS_SHOWN if e in by_epoch and "z_pos" in by_epoch[e]},
+        "z_neg": {e: by_epoch[e]["z_neg"][LESION] for e in EPOCHS_SHOWN if e in by_epoch and "z_neg" in by_epoch[e]},
+        "pull_vs_ce": float(np.mean([r["pull"][LESION] / r["pull_ce"][LESION] for r in sat])) if sat else None,
+        "background_share": float(np.nanmean([share(r) for r in sat])) if sat else None,
+        "series": {"epoch": [r["epoch"] for r in rows], "pseudo_dice": dice,
+                   "z_pos": [r.get("z_pos", [None, None])[LESION] for r in rows]},
+    }
+
+
+def plot(summaries: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from segbalance.evaluation.report import save_figure
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for key, s in sorted(summaries.items()):
+        ser = s["series"]
+        z = [v if v else np.nan for v in ser["z_pos"]]
+        line, = a.semilogy(ser["epoch"], z, label=key)
+        b.plot(ser["epoch"], [np.nan if v is None else v for v in ser["pseudo_dice"]], color=line.get_color(),
+               label=key)
+    a.set_xlabel("epoch")
+    a.set_ylabel("mean lesion probability on lesion voxels")
+    b.set_xlabel("epoch")
+    b.set_ylabel("lesion pseudo-Dice (nnU-Net)")
+    b.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", type=Path, required=True, help="compare_nnunet.py's WORK/<budget> folder")
+    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "rare_class_diagnosis.json")
+    ap.add_argument("--png", type=Path, default=ROOT / "docs" / "rare-class-diagnosis.png")
+    args = ap.parse_args(argv)
+    files = sorted((args.work / "results" / DATASET).glob("*/fold_*/segbalance_diagnostics.jsonl"))
+    if not files:
+        ap.error(f"--work: no segbalance_diagnostics.jsonl under {args.work / 'results' / DATASET}")
+    summaries = {}
+    for f in files:
+        trainer = f.parent.parent.name.split("__")[0].removesuffix("_cmpcpulong").removesuffix("_cmpcpu")
+        key = f"{trainer.removeprefix('nnUNetTrainer') or 'nnUNetTrainer'} fold {f.parent.name[5:]}"
+        summaries[key] = summarise(read_rows(f))
+        s = summaries[key]
+        print(f"{key:<28} on at {s['switch_on_epoch']!s:>5}  pull/CE {s['pull_vs_ce'] or float('nan'):6.2f}  "
+              f"bg share {s['background_share'] or float('nan'):5.2f}  z_pos "
+              + " ".join(f"{e}:{v:.1e}" for e, v in s["z_pos"].items()), flush=True)
+    args.json.write_text(json.dumps(summaries, indent=1, allow_nan=False, default=str))
+    plot(summaries, args.png)
+    print(f"wrote {args.json} and {args.png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -328,6 +328,51 @@ def train_predict_evaluate(trainer: str, variant: str, fold: int, work: Path, da
     return record
 
 
+def independent_lesion_counts(gt_dir: Path, pred_dir: Path, label: int) -> tuple[int, int, int]:
+    """(GT lesions, matched at IoU >= 0.5, false-positive components) over all cases, counted without
+    segbalance: nibabel + scipy's 26-connected labelling. At IoU >= 0.5 a component has at most one partner,
+    so counting pairs is the one-to-one matching."""
+    import nibabel as nib
+    from scipy import ndimage
+
+    n_gt = tp = fp = 0
+    for gt_file in sorted(Path(gt_dir).glob("*.nii.gz")):
+        g = np.asarray(nib.load(gt_file).dataobj) == label
+        p = np.asarray(nib.load(Path(pred_dir) / gt_file.name).dataobj) == label
+        gl, ng = ndimage.label(g, np.ones((3, 3, 3)))
+        pl, npred = ndimage.label(p, np.ones((3, 3, 3)))
+        g_size = np.bincount(gl.ravel(), minlength=ng + 1)
+        p_size = np.bincount(pl.ravel(), minlength=npred + 1)
+        both = (gl > 0) & (pl > 0)
+        pairs, inter = np.unique(np.stack([gl[both], pl[both]]), axis=1, return_counts=True)
+        iou = inter / (g_size[pairs[0]] + p_size[pairs[1]] - inter) if inter.size else inter
+        matched = int((iou >= 0.5).sum())
+        n_gt, tp, fp = n_gt + ng, tp + matched, fp + npred - matched
+    return n_gt, tp, fp
+
+
+def recount(records: list[dict]) -> list[dict]:
+    """Each run's (GT lesions, found, FP) per class from ``segbalance evaluate`` beside
+    :func:`independent_lesion_counts` of its prediction files; runs whose predictions are not on this
+    machine (records reused from an earlier session) are listed as not recounted."""
+    out = []
+    for r in records:
+        pred, gt = Path(r["predictions"]), Path(r["gt"])
+        entry: dict = {"trainer": r["trainer"], "fold": r["fold"]}
+        if not pred.is_dir() or not gt.is_dir():
+            entry["recounted"] = False
+            out.append(entry)
+            continue
+        entry["recounted"] = True
+        by_label = {s["label"]: s for s in r["evaluation"]["lesions.json"]["summary"]}
+        for label in (1, 2):
+            ours = [by_label[label][k] for k in ("n_gt", "tp", "fp")]
+            theirs = list(independent_lesion_counts(gt, pred, label))
+            entry[str(label)] = {"evaluate": ours, "independent": theirs, "equal": ours == theirs}
+        out.append(entry)
+    return out
+
+
 def _mean_std(values: list[float]) -> dict:
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], float)
     return {"mean": float(v.mean()) if v.size else None, "std": float(v.std()) if v.size else None,
@@ -467,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
                     "disjoint --trainers and --torch-threads 1 share 2 cores without oversubscribing")
     ap.add_argument("--json", type=Path, default=None, help="summary JSON (default benchmarks/results/"
                     "compare_nnunet_<budget>.json)")
+    ap.add_argument("--reuse-only", action="store_true",
+                    help="train nothing: summarise the runs of --trainers x --folds that have a record in WORK")
     args = ap.parse_args(argv)
     if args.torch_threads is not None and args.torch_threads < 1:
         ap.error(f"--torch-threads: {args.torch_threads} is not a thread count (>= 1)")
@@ -499,6 +546,9 @@ def main(argv: list[str] | None = None) -> int:
     records = []
     total = len(args.trainers) * len(args.folds)
     for i, (trainer, fold) in enumerate(((t, f) for t in args.trainers for f in args.folds), start=1):
+        if args.reuse_only and not (work / "runs" / f"{trainer}_fold{fold}.json").is_file():
+            print(f"[{i}/{total}] {trainer} fold {fold}: no record, left out (--reuse-only)", flush=True)
+            continue
         t_run = time.perf_counter()
         record = train_predict_evaluate(trainer, names[trainer], fold, work, dataset, env, args.device)
         records.append(record)
@@ -517,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
                "folds": args.folds, "wall_s": time.perf_counter() - t0,
                # the runs' own times (a resumed invocation's wall_s counts only what it did itself)
                "runs_s": sum(r.get(k, 0.0) for r in records for k in ("train_s", "predict_s", "evaluate_s")),
-               "table": table, "runs": records}
+               "table": table, "recount": recount(records), "runs": records}
     out = args.json or ROOT / "benchmarks" / "results" / f"compare_nnunet_{args.budget}.json"
     atomic_write_text(out, json.dumps(summary, indent=1, default=str))
     print(f"wrote {out}")

@@ -8,7 +8,6 @@ import importlib.util
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,29 +172,6 @@ def test_setup_lock_excludes_a_concurrent_invocation(cmp, tmp_path):
     assert subprocess.run([sys.executable, "-c", probe, lock]).returncode == 0
 
 
-def _independent_counts(gt_dir: Path, pred_dir: Path, label: int) -> tuple[int, int, int]:
-    """(GT lesions, matched at IoU >= 0.5, false-positive components) over all cases: nibabel + scipy's
-    26-connected labelling. At IoU >= 0.5 a component has at most one partner, so counting pairs is the
-    one-to-one matching."""
-    import nibabel as nib
-    from scipy import ndimage
-
-    n_gt = tp = fp = 0
-    for gt_file in sorted(gt_dir.glob("*.nii.gz")):
-        g = np.asarray(nib.load(gt_file).dataobj) == label
-        p = np.asarray(nib.load(pred_dir / gt_file.name).dataobj) == label
-        gl, ng = ndimage.label(g, np.ones((3, 3, 3)))
-        pl, npred = ndimage.label(p, np.ones((3, 3, 3)))
-        g_size = np.bincount(gl.ravel(), minlength=ng + 1)
-        p_size = np.bincount(pl.ravel(), minlength=npred + 1)
-        both = (gl > 0) & (pl > 0)
-        pairs, inter = np.unique(np.stack([gl[both], pl[both]]), axis=1, return_counts=True)
-        iou = inter / (g_size[pairs[0]] + p_size[pairs[1]] - inter) if inter.size else inter
-        matched = int((iou >= 0.5).sum())
-        n_gt, tp, fp = n_gt + ng, tp + matched, fp + npred - matched
-    return n_gt, tp, fp
-
-
 @pytest.mark.slow
 def test_smoke_budget_runs_nnunet_and_its_counts_match_an_independent_evaluation(cmp, tmp_path, capsys):
     trainers = ["nnUNetTrainer", "nnUNetTrainerDFL"]
@@ -213,10 +189,10 @@ def test_smoke_budget_runs_nnunet_and_its_counts_match_an_independent_evaluation
         assert len(list(pred.glob("*.nii.gz"))) == cmp.BUDGETS["smoke"]["cases"][1]
         by_label = {s["label"]: s for s in run["evaluation"]["lesions.json"]["summary"]}
         for label in (1, 2):
-            n_gt, tp, fp = _independent_counts(gt, pred, label)
+            n_gt, tp, fp = cmp.independent_lesion_counts(gt, pred, label)
             assert (by_label[label]["n_gt"], by_label[label]["tp"], by_label[label]["fp"]) == (n_gt, tp, fp)
         assert (row["lesions_gt"], row["lesions_found"], row["false_positive_lesions"]) == \
-            _independent_counts(gt, pred, 2)
+            cmp.independent_lesion_counts(gt, pred, 2)
         assert row["lesions_gt"] >= cmp.BUDGETS["smoke"]["cases"][1]  # several lesions per test phantom
     # every run records its gradient balance per epoch, and the guard's end-of-training line appears exactly
     # when the lesion's pseudo-Dice was 0 in every epoch (2 epochs: shorter than K, so all of them)
@@ -235,6 +211,14 @@ def test_smoke_budget_runs_nnunet_and_its_counts_match_an_independent_evaluation
     plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())["configurations"]["3d_fullres"]
     assert plans["patch_size"] == cmp.BUDGETS["smoke"]["plans"]["patch"]
     assert json.loads((preprocessed / ".complete.json").read_text())["plans"] == cmp.BUDGETS["smoke"]["plans"]
+    # the summary's own recount agrees with evaluate for every run and class
+    assert all(e["recounted"] and e["1"]["equal"] and e["2"]["equal"] for e in summary["recount"])
+    # --reuse-only summarises what exists and leaves out the rest without training it
+    partial = tmp_path / "partial.json"
+    assert cmp.main([*argv[:-1], str(partial), "--reuse-only", "--folds", "0", "1"]) == 0
+    assert "fold 1: no record, left out" in capsys.readouterr().out
+    assert [(r["trainer"], r["fold"]) for r in json.loads(partial.read_text())["runs"]] == \
+        [("nnUNetTrainer", 0), ("nnUNetTrainerDFL", 0)]
     # resumable: a second run reuses every record and retrains nothing
     records = {p.name: p.read_text() for p in (tmp_path / "w" / "smoke" / "runs").glob("*.json")}
     assert cmp.main(argv) == 0

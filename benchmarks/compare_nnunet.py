@@ -513,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="summary JSON (default benchmarks/results/"
                     "compare_nnunet_<budget>.json)")
     ap.add_argument("--reuse-only", action="store_true",
-                    help="train nothing: summarise the runs of --trainers x --folds that have a record in WORK")
+                    help="train nothing: summarise the runs of --trainers x --folds that have a record")
     args = ap.parse_args(argv)
     if args.torch_threads is not None and args.torch_threads < 1:
         ap.error(f"--torch-threads: {args.torch_threads} is not a thread count (>= 1)")

@@ -49,13 +49,17 @@ def summarise(rows: list[dict]) -> dict:
         others = r["others_pos"][LESION]
         return max(0.0, others[0]) / others[2] if others[2] else float("nan")
 
+    def at(key: str) -> dict:
+        return {e: by_epoch[e][key][LESION] for e in EPOCHS_SHOWN if e in by_epoch and key in by_epoch[e]}
+
+    pull = [r["pull"][LESION] / r["pull_ce"][LESION] for r in sat]
     return {
         "epochs": len(rows),
         "switch_on_epoch": on,
         "final_pseudo_dice": dice[-1] if dice else None,
-        "z_pos": {e: by_epoch[e]["z_pos"][LESION] for e in EPOCHS_SHOWN if e in by_epoch and "z_pos" in by_epoch[e]},
-        "z_neg": {e: by_epoch[e]["z_neg"][LESION] for e in EPOCHS_SHOWN if e in by_epoch and "z_neg" in by_epoch[e]},
-        "pull_vs_ce": float(np.mean([r["pull"][LESION] / r["pull_ce"][LESION] for r in sat])) if sat else None,
+        "z_pos": at("z_pos"),
+        "z_neg": at("z_neg"),
+        "pull_vs_ce": float(np.mean(pull)) if sat else None,
         "background_share": float(np.nanmean([share(r) for r in sat])) if sat else None,
         "series": {"epoch": [r["epoch"] for r in rows], "pseudo_dice": dice,
                    "z_pos": [r.get("z_pos", [None, None])[LESION] for r in rows]},
@@ -75,8 +79,8 @@ def plot(summaries: dict, path: Path) -> None:
         ser = s["series"]
         z = [v if v else np.nan for v in ser["z_pos"]]
         line, = a.semilogy(ser["epoch"], z, label=key)
-        b.plot(ser["epoch"], [np.nan if v is None else v for v in ser["pseudo_dice"]], color=line.get_color(),
-               label=key)
+        dice = [np.nan if v is None else v for v in ser["pseudo_dice"]]
+        b.plot(ser["epoch"], dice, color=line.get_color(), label=key)
     a.set_xlabel("epoch")
     a.set_ylabel("mean lesion probability on lesion voxels")
     b.set_xlabel("epoch")
@@ -90,7 +94,7 @@ def plot(summaries: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, required=True, help="compare_nnunet.py's WORK/<budget> folder")
-    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "rare_class_diagnosis.json")
+    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/rare_class_diagnosis.json")
     ap.add_argument("--png", type=Path, default=ROOT / "docs" / "rare-class-diagnosis.png")
     args = ap.parse_args(argv)
     files = sorted((args.work / "results" / DATASET).glob("*/fold_*/segbalance_diagnostics.jsonl"))

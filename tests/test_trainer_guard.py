@@ -149,3 +149,26 @@ def test_every_segbalance_trainer_and_the_comparison_controls_have_the_guard():
         cls = getattr(ours, name)
         assert issubclass(cls, NeverPredictedGuard) and issubclass(cls, RareClassDiagnostics), name
     assert issubclass(nnUNetTrainerSegBalance, NeverPredictedGuard)
+
+
+def test_diagnostics_wrapper_keeps_the_loss_value_and_its_saved_state(monkeypatch):
+    import torch
+
+    from segbalance.monai_losses import get
+    from segbalance.trainers.base import SegBalanceLossTrainer
+    from segbalance.trainers.diagnostics import DiagnosedLoss
+
+    inner = get("recall", ema=0.9)
+    wrapped = DiagnosedLoss(inner, ignore_label=None, samples=2)
+    x = torch.randn(2, 3, 4, 4, 4, requires_grad=True)
+    y = torch.randint(0, 3, (2, 1, 4, 4, 4))
+    torch.testing.assert_close(wrapped(x, y), get("recall", ema=0.9)(x, y))
+    wrapped(x, y), wrapped(x, y)
+    with torch.no_grad():  # validation calls are not sampled
+        wrapped(x.detach(), y)
+    summary = wrapped.epoch_summary()
+    assert summary["samples"] == 2 and wrapped.rows == []
+    t = object.__new__(SegBalanceLossTrainer)
+    t.loss = wrapped
+    assert inner.state_dict() and t.training_loss() is inner
+    assert set(t.loss_state()) == set(inner.state_dict())  # no "loss." prefix from the wrapper

@@ -122,11 +122,17 @@ class SegBalanceLossTrainer(nnUNetTrainer):
         for alpha in self.sync_loss_schedules():
             self.print_to_log_file(f"segbalance loss schedule: alpha = {np.round(alpha, decimals=4)}")
 
+    def training_loss(self) -> nn.Module:
+        """``self.loss`` without the diagnostics wrapper, so its saved state has the same keys either way."""
+        from segbalance.trainers.diagnostics import DiagnosedLoss
+
+        return self.loss.loss if isinstance(self.loss, DiagnosedLoss) else self.loss
+
     def loss_state(self) -> dict[str, torch.Tensor]:
         """The loss's non-empty tensors from its ``state_dict`` (e.g. EMA counts); ``{}`` when it has none."""
         if self.loss is None:
             return {}
-        state = self.loss.state_dict()
+        state = self.training_loss().state_dict()
         return {k: v.detach().cpu() for k, v in state.items() if isinstance(v, torch.Tensor) and v.numel()}
 
     def save_checkpoint(self, filename: str) -> None:
@@ -146,7 +152,7 @@ class SegBalanceLossTrainer(nnUNetTrainer):
         side = loss_state_file(filename_or_checkpoint)
         if os.path.isfile(side):
             state = torch.load(side, map_location=self.device, weights_only=True)
-            unexpected = self.loss.load_state_dict(state, strict=False).unexpected_keys
+            unexpected = self.training_loss().load_state_dict(state, strict=False).unexpected_keys
             self.print_to_log_file(
                 f"segbalance loss state restored from {side}: {sorted(set(state) - set(unexpected))}"
                 + (f"; not in this loss (ignored): {unexpected}" if unexpected else "")

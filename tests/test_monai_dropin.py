@@ -185,6 +185,8 @@ ERRORS = [
     ("DiceLoss", {}, (torch.ones(1, 2, 4), torch.ones(1, 3, 4))),
     ("DiceLoss", {"weight": [1.0, 2.0, 3.0]}, (torch.ones(1, 2, 4), torch.ones(1, 2, 4))),
     ("DiceLoss", {"weight": [-1.0, 2.0]}, (torch.ones(1, 2, 4), torch.ones(1, 2, 4))),
+    ("DiceLoss", {"to_onehot_y": True}, (torch.ones(1, 2, 4), torch.full((1, 1, 4), 5))),
+    ("FocalLoss", {"to_onehot_y": True}, (torch.ones(1, 2, 4), torch.full((1, 1, 4), -1))),
     ("GeneralizedDiceLoss", {"w_type": "cubic"}, None),
     ("GeneralizedDiceLoss", {}, (torch.ones(1, 2, 4, 4), torch.ones(1, 3, 4, 4))),
     ("DiceCELoss", {"reduction": "none"}, None),

@@ -286,6 +286,12 @@ def test_bad_values_are_value_errors_naming_the_argument(name, kwargs, match):
         get(name, **kwargs)
 
 
+def test_numbers_may_be_zero_dim_tensors():
+    """As MONAI (``float(smooth_nr)``), a 0-dim tensor is a number; a 1-element list is not."""
+    assert sb.DiceLoss(smooth_nr=torch.tensor(0.5)).smooth_nr == 0.5
+    assert get("dfl", alpha=torch.tensor(2.0)).alpha == 2.0
+
+
 def test_registry_names_keep_segbalance_forms():
     """The registry losses are segbalance's forms, not the MONAI-named classes (published numbers)."""
     for registry, monai_name in [
@@ -336,3 +342,13 @@ def test_hausdorff_spacing_extra():
     x, y = _inputs(2)
     base = sb.HausdorffDTLoss(softmax=True)(x, y)
     torch.testing.assert_close(sb.HausdorffDTLoss(softmax=True, spacing=2.0)(x, y), 4 * base)
+
+
+@pytest.mark.parametrize("name", ["dice", "focal", "dfl", "tversky"])
+def test_registry_softmax_with_one_channel_warns_as_monai(name):
+    """Where MONAI warns (``softmax=True`` with one channel) the registry losses warn too, and read the
+    channel as the binary task's sigmoid logit (their default for ``C == 1``)."""
+    x, y = _inputs(2, channels=1)
+    with pytest.warns(UserWarning, match=r"single channel prediction, `softmax=True` ignored"):
+        value = get(name, softmax=True)(x, y)
+    torch.testing.assert_close(value, get(name)(x, y))

@@ -94,8 +94,11 @@ def check_number(
     high: float | None = None,
     high_open: bool = False,
 ) -> float:
-    """``value`` as a float when it is a finite real number within the bounds (``low``/``high``,
-    excluded with ``*_open``); :class:`LossArgumentError` naming ``owner`` and ``name`` otherwise."""
+    """``value`` (a number, or a 0-dim tensor or array) as a float when it is a finite real number within the
+    bounds (``low``/``high``, excluded with ``*_open``); :class:`LossArgumentError` naming ``owner`` and
+    ``name`` otherwise."""
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # a 0-dim tensor or array
+        value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
         raise LossArgumentError(f"{owner}: {name} must be a real number, got {value!r}")
     v = float(value)

@@ -260,8 +260,7 @@ def test_docs_conventions_table_matches_the_code():
     match = re.search(r"<!-- conventions-table -->\n(.*?)\n<!-- /conventions-table -->", text, re.S)
     assert match, "docs/losses.md must hold the generated table between conventions-table markers"
     assert match.group(1).strip() == conventions_table().strip(), (
-        "regenerate with: python -c 'from segbalance.monai_losses.conventions import conventions_table; "
-        "print(conventions_table())'"
+        "regenerate with: python -m segbalance.monai_losses.conventions docs/losses.md"
     )
 
 
@@ -286,22 +285,64 @@ assert tuple(get("sq_error", include_background=False, reduction="none")(logits,
 """
 
 
-def test_adding_a_loss_example_keeps_the_declared_conventions(tmp_path):
-    """The recipe's example loss, loaded as a plugin in a fresh process, honours the ``none_style`` and
-    ``background_scope`` it declares (what the shared convention tests check of every registered loss)."""
+REGION_RECIPE_CHECK = """
+import pytest
+import torch
+from segbalance.loss_table import synthetic_batch
+from segbalance.monai_losses import get
+
+logits, labels = synthetic_batch(batch=2, num_classes=3, size=6, dims=3)
+z = torch.softmax(logits, 1)
+g = torch.nn.functional.one_hot(labels[:, 0], 3).movedim(-1, 1).float()
+by_hand = 1 - ((z * g).sum((2, 3, 4)) + 1e-5) / (z.sum((2, 3, 4)) + 1e-5)  # (B, C)
+none = get("soft_precision", reduction="none")(logits, labels)
+assert tuple(none.shape) == (2, 3, 1, 1, 1), none.shape  # its declared none_style "dice"
+torch.testing.assert_close(none.flatten(1), by_hand)
+torch.testing.assert_close(get("soft_precision")(logits, labels), by_hand.mean())
+no_bg = get("soft_precision", include_background=False, reduction="none")(logits, labels)
+torch.testing.assert_close(no_bg.flatten(1), by_hand[:, 1:])  # "channels"
+ignored = labels.clone()
+ignored[:, :, :2] = 7  # voxels that must not count
+masked = get("soft_precision", ignore_index=7)(logits, ignored)
+torch.testing.assert_close(masked, get("soft_precision")(logits[..., 2:, :, :], labels[..., 2:, :, :]))
+binary = get("soft_precision", reduction="none")(logits[:, 1:2], (labels > 0).long())
+assert tuple(binary.shape) == (2, 1, 1, 1, 1)  # p.binary: the foreground channel only
+with pytest.raises(ValueError, match="SoftPrecisionLoss: smooth must be >= 0"):
+    get("soft_precision", smooth=-1)
+"""
+
+
+@pytest.mark.parametrize(
+    ("loss", "check"), [("sq_error", RECIPE_CHECK), ("soft_precision", REGION_RECIPE_CHECK)]
+)
+def test_adding_a_loss_example_keeps_the_declared_conventions(tmp_path, loss, check):
+    """The recipe's example losses (per-voxel and region), loaded as plugins in a fresh process, honour the
+    ``none_style`` and ``background_scope`` they declare (what the shared convention tests check of every
+    registered loss)."""
     import os
     import subprocess
     import sys
 
     blocks = re.findall(r"```python\n(.*?)```", ADDING_A_LOSS.read_text(), re.S)
-    module = next(b for b in blocks if '@register("sq_error"' in b)
-    (tmp_path / "recipe_sq_error.py").write_text(module)
-    env = dict(os.environ, SEGBALANCE_PLUGINS="recipe_sq_error")
+    module = next(b for b in blocks if f'@register("{loss}"' in b)
+    (tmp_path / f"recipe_{loss}.py").write_text(module)
+    env = dict(os.environ, SEGBALANCE_PLUGINS=f"recipe_{loss}")
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     result = subprocess.run(
-        [sys.executable, "-c", RECIPE_CHECK], env=env, capture_output=True, text=True, cwd=tmp_path
+        [sys.executable, "-c", check], env=env, capture_output=True, text=True, cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_adding_a_loss_names_what_a_contributor_needs():
+    """The recipe names the region-loss helpers, how to choose none_style, EXAMPLE_KWARGS, the files that
+    iterate over every loss and the commands to run; it asks for no edit of a generated list."""
+    text = ADDING_A_LOSS.read_text()
+    for needed in ("p.class_channels(", "p.valid_float", "p.binary", "none_style", "EXAMPLE_KWARGS",
+                   "tests/test_losses_common.py", "tests/test_losses_compile.py", "python -m pytest",
+                   "python -m segbalance.monai_losses.conventions docs/losses.md"):
+        assert needed in text, needed
+    assert "add the loss to the independence check" not in text
 
 
 def test_multilabel_form_follows_the_one_register_declaration():
@@ -314,3 +355,18 @@ def test_multilabel_form_follows_the_one_register_declaration():
     assert {"ce", "wce", "focal", "dfl", "recall", "topk"} <= set(voxel)
     for name in voxel:
         assert loss_class(name).multilabel_form == (name in multilabel), name
+
+
+def test_write_conventions_table_rewrites_only_the_block(tmp_path):
+    from segbalance.monai_losses.conventions import TABLE_MARKERS, write_conventions_table
+
+    doc = tmp_path / "losses.md"
+    doc.write_text(f"intro\n{TABLE_MARKERS[0]}\n| stale |\n{TABLE_MARKERS[1]}\noutro\n", encoding="utf-8")
+    assert write_conventions_table(doc)
+    assert doc.read_text(encoding="utf-8") == (
+        f"intro\n{TABLE_MARKERS[0]}\n{conventions_table()}\n{TABLE_MARKERS[1]}\noutro\n"
+    )
+    assert not write_conventions_table(doc)
+    doc.write_text("no markers\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="conventions-table"):
+        write_conventions_table(doc)

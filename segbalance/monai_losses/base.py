@@ -7,6 +7,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
+from segbalance.monai_losses.arguments import ArgumentChecked, unknown_arguments_error
 from segbalance.monai_losses.inputs import (
     REDUCTIONS,
     Prepared,
@@ -31,7 +32,7 @@ BACKGROUND_SCOPES: dict[str, str] = {
 }
 
 
-class SegLoss(nn.Module):
+class SegLoss(ArgumentChecked, nn.Module):
     """Common constructor arguments of all segbalance losses (MONAI's names).
 
     Args:
@@ -45,6 +46,10 @@ class SegLoss(nn.Module):
         ignore_index: label value whose voxels are excluded (label-map targets only).
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
         check_finite: raise ``ValueError`` on NaN/Inf logits.
+
+    An argument no constructor of the loss takes, or a surplus positional one, raises
+    :class:`~.arguments.LossArgumentError` (a ``ValueError`` and a ``TypeError``) naming the loss class and
+    listing its valid arguments.
     """
 
     registry_name: str = ""
@@ -63,10 +68,15 @@ class SegLoss(nn.Module):
         ignore_index: int | None = None,
         reduction: str = "mean",
         check_finite: bool = True,
+        **unknown,
     ) -> None:
+        if unknown:
+            raise unknown_arguments_error(type(self), unknown)
         super().__init__()
         if reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+            raise ValueError(
+                f"{type(self).__name__}: reduction must be one of {REDUCTIONS}, got {reduction!r}"
+            )
         self.include_background = include_background
         self.to_onehot_y = to_onehot_y
         self.softmax = softmax

@@ -11,14 +11,16 @@ from torch import Tensor, nn
 
 from segbalance.monai_losses.base import SegLoss
 from segbalance.monai_losses.cross_entropy import voxel_cross_entropy
-from segbalance.monai_losses.dice import DiceLoss, LogDiceLoss, region_stats, soft_dice
+from segbalance.monai_losses.dice import LogDiceLoss, SoftDiceLoss, region_stats, soft_dice
 from segbalance.monai_losses.distributed import all_reduce_sum
 from segbalance.monai_losses.focal import log_one_minus_softmax
 from segbalance.monai_losses.inputs import Prepared, float32_math, none_shape, reduce_voxels
+from segbalance.monai_losses.monai_dice import DiceCELoss  # noqa: F401  (MONAI's classes, re-exported)
 from segbalance.monai_losses.registry import loss_class, register
 
 __all__ = [
-    "DiceCELoss",
+    "DiceCELoss",  # MONAI's classes, from .monai_dice
+    "DiceCrossEntropyLoss",
     "LogDiceCELoss",
     "ComboLoss",
     "ExpLogLoss",
@@ -55,7 +57,7 @@ def _combine(region: Tensor, voxel_map: Tensor, p: Prepared, w_region: float, w_
 
 
 @register("dice_ce")
-class DiceCELoss(SegLoss):
+class DiceCrossEntropyLoss(SegLoss):
     """``L = lambda_dice·L_Dice + lambda_ce·L_CE`` (Isensee et al., nnU-Net; Ma 2020, §5), both weights 1.
 
     ``L_Dice`` is :class:`~segbalance.monai_losses.dice.DiceLoss` with this module's ``include_background``,
@@ -70,11 +72,11 @@ class DiceCELoss(SegLoss):
         >>> import torch
         >>> logits = torch.zeros(1, 2, 1, 2)
         >>> target = torch.tensor([[[[1, 0]]]])
-        >>> round(float(DiceCELoss(smooth_nr=0, smooth_dr=0)(logits, target)), 4)  # 0.5 + ln 2
+        >>> round(float(DiceCrossEntropyLoss(smooth_nr=0, smooth_dr=0)(logits, target)), 4)  # 0.5 + ln 2
         1.1931
     """
 
-    region_cls: type[DiceLoss] = DiceLoss
+    region_cls: type[SoftDiceLoss] = SoftDiceLoss
     background_scope = "dice_term"
     none_style = "image"
     ddp_statistics = "soft TP/FP/FN sums (`batch=True`)"
@@ -112,11 +114,12 @@ class DiceCELoss(SegLoss):
 
 
 @register("logdice_ce")
-class LogDiceCELoss(DiceCELoss):
+class LogDiceCELoss(DiceCrossEntropyLoss):
     """``L = lambda_dice·(−ln Dice) + lambda_ce·L_CE`` (log-Dice variant compared in Liu et al. 2021),
     weights 1.
 
-    As :class:`DiceCELoss` with :class:`~segbalance.monai_losses.dice.LogDiceLoss` as the region term.
+    As :class:`DiceCrossEntropyLoss` with :class:`~segbalance.monai_losses.dice.LogDiceLoss` as the region
+    term.
 
     Example:
         >>> import torch

@@ -5,11 +5,16 @@ form (nnU-Net's region datasets)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from segbalance.monai_losses.base import BACKGROUND_SCOPES
 from segbalance.monai_losses.inputs import NONE_SHAPES
 from segbalance.monai_losses.registry import accepts_kwarg, loss_class, multilabel_names, names
 
-__all__ = ["conventions_rows", "conventions_table"]
+__all__ = ["conventions_rows", "conventions_table", "write_conventions_table", "TABLE_MARKERS"]
+
+#: the lines around the generated table in docs/losses.md
+TABLE_MARKERS = ("<!-- conventions-table -->", "<!-- /conventions-table -->")
 
 _SCOPE_TEXT = {
     "channels": "drops channel 0",
@@ -59,3 +64,27 @@ def conventions_table() -> str:
             f"| {'yes' if r['batch'] else '—'} | {r['ddp'] or '—'} | {labels[r['multilabel']]} |"
         )
     return "\n".join(lines)
+
+
+def write_conventions_table(path: str | Path = "docs/losses.md") -> bool:
+    """Replace the table between :data:`TABLE_MARKERS` in ``path`` by :func:`conventions_table`; ``True``
+    when the file changed. ``ValueError`` when the markers are missing."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    start, end = TABLE_MARKERS
+    head, sep, rest = text.partition(start + "\n")
+    _, sep2, tail = rest.partition(end)
+    if not sep or not sep2:
+        raise ValueError(f"{path} has no {start} … {end} block to regenerate")
+    new = f"{head}{start}\n{conventions_table()}\n{end}{tail}"
+    if new == text:
+        return False
+    path.write_text(new, encoding="utf-8")
+    return True
+
+
+if __name__ == "__main__":  # python -m segbalance.monai_losses.conventions [docs/losses.md]
+    import sys
+
+    target = sys.argv[1] if len(sys.argv) > 1 else "docs/losses.md"
+    print(f"{target}: {'updated' if write_conventions_table(target) else 'already up to date'}")

@@ -12,18 +12,21 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from segbalance.monai_losses.arguments import check_number
 from segbalance.monai_losses.base import SegLoss
 from segbalance.monai_losses.distributed import all_gather_sum
 from segbalance.monai_losses.inputs import Prepared
+from segbalance.monai_losses.monai_dice import DiceLoss, GeneralizedDiceLoss  # noqa: F401  (MONAI's classes, re-exported)
 from segbalance.monai_losses.registry import register
 
 __all__ = [
+    "DiceLoss", "GeneralizedDiceLoss",  # MONAI's classes, from .monai_dice
     "RegionStats",
     "region_stats",
     "soft_dice",
-    "DiceLoss",
+    "SoftDiceLoss",
     "LogDiceLoss",
-    "GeneralizedDiceLoss",
+    "SoftGeneralizedDiceLoss",
     "PenaltyGeneralizedDiceLoss",
     "dice_loss",
     "log_dice_loss",
@@ -89,18 +92,16 @@ class _RegionLoss(SegLoss):
         self, *, batch: bool = False, smooth_nr: float = 1e-5, smooth_dr: float = 1e-5, **kwargs
     ) -> None:
         super().__init__(**kwargs)
-        if smooth_nr < 0 or smooth_dr < 0:
-            raise ValueError(f"smooth_nr and smooth_dr must be >= 0, got {smooth_nr}, {smooth_dr}")
         self.batch = batch
-        self.smooth_nr = float(smooth_nr)
-        self.smooth_dr = float(smooth_dr)
+        self.smooth_nr = check_number(type(self).__name__, "smooth_nr", smooth_nr, low=0)
+        self.smooth_dr = check_number(type(self).__name__, "smooth_dr", smooth_dr, low=0)
 
     def stats(self, p: Prepared, squared_pred: bool = False) -> RegionStats:
         return region_stats(p, self.include_background, self.batch, squared_pred)
 
 
 @register("dice")
-class DiceLoss(_RegionLoss):
+class SoftDiceLoss(_RegionLoss):
     """Soft Dice loss ``L_c = 1 − (2 Σ z g + smooth_nr) / (Σ z + Σ g + smooth_dr)`` (Ma 2020, Eq. 8;
     Milletari).
 
@@ -112,7 +113,7 @@ class DiceLoss(_RegionLoss):
     Equal to MONAI ``DiceLoss(softmax=True, to_onehot_y=True, include_background=…, batch=…,
     squared_pred=…)`` with the same smoothing. nnU-Net's ``MemoryEfficientSoftDiceLoss(softmax, batch_dice,
     do_bg, smooth)`` returns ``−mean_c Dice_c`` with ``smooth_nr = smooth_dr = smooth`` (default 1), so
-    ``DiceLoss(smooth_nr=1, smooth_dr=1, …) = 1 + nnU-Net's value`` (it additionally clips the denominator at
+    ``SoftDiceLoss(smooth_nr=1, smooth_dr=1, …) = 1 + nnU-Net's value`` (it also clips the denominator at
     1e-8, which only matters for ``smooth = 0`` and empty classes). Binary tasks (``C == 1``) score the
     foreground only, like MONAI.
 
@@ -125,7 +126,7 @@ class DiceLoss(_RegionLoss):
         >>> import torch
         >>> probs = torch.tensor([[[[0.0, 1.0]], [[1.0, 0.0]]]])  # (1, 2, 1, 2), a perfect prediction
         >>> target = torch.tensor([[[[1, 0]]]])
-        >>> round(float(DiceLoss(softmax=False, sigmoid=False)(probs, target)), 6)
+        >>> round(float(SoftDiceLoss(softmax=False, sigmoid=False)(probs, target)), 6)
         0.0
     """
 
@@ -142,11 +143,11 @@ class DiceLoss(_RegionLoss):
 
 
 @register("logdice")
-class LogDiceLoss(DiceLoss):
+class LogDiceLoss(SoftDiceLoss):
     """Log-Dice loss ``L_c = −ln Dice_c`` (Wong et al.'s ExpLog Dice term with γ = 1; Liu et al. 2021
     compares it).
 
-    ``Dice_c`` is :class:`DiceLoss`'s soft Dice with its flags; values per (image, class) then
+    ``Dice_c`` is :class:`SoftDiceLoss`'s soft Dice with its flags; values per (image, class) then
     ``reduction``. Near-zero Dice gives large gradients: it keeps pushing small, poorly segmented classes.
 
     Example:
@@ -177,7 +178,7 @@ def _gdl_weights(sum_gt: Tensor, absent_weight: str) -> Tensor:
 
 
 @register("gdl")
-class GeneralizedDiceLoss(_RegionLoss):
+class SoftGeneralizedDiceLoss(_RegionLoss):
     """Generalized Dice loss (Sudre et al. 2017; Ma 2020, Eq. 11; Hossain et al.'s (2021) GDL baseline).
 
     ``L = 1 − (2 Σ_c w_c Σ_v z g + smooth_nr) / (Σ_c w_c Σ_v (z + g) + smooth_dr)``, ``w_c = 1/(Σ_v g_c)²``
@@ -194,7 +195,7 @@ class GeneralizedDiceLoss(_RegionLoss):
         >>> import torch
         >>> probs = torch.tensor([[[[0.0, 1.0]], [[1.0, 0.0]]]])
         >>> target = torch.tensor([[[[1, 0]]]])
-        >>> round(float(GeneralizedDiceLoss(softmax=False, sigmoid=False)(probs, target)), 6)
+        >>> round(float(SoftGeneralizedDiceLoss(softmax=False, sigmoid=False)(probs, target)), 6)
         0.0
     """
 
@@ -219,10 +220,10 @@ class GeneralizedDiceLoss(_RegionLoss):
 
 
 @register("pgdl")
-class PenaltyGeneralizedDiceLoss(GeneralizedDiceLoss):
+class PenaltyGeneralizedDiceLoss(SoftGeneralizedDiceLoss):
     """Penalty GDL ``L = L_GD / (1 + k (1 − L_GD))`` (Su et al., MIDL 2019; Ma 2020, Eq. 14), k = 2.5.
 
-    ``L_GD`` is :class:`GeneralizedDiceLoss` per image (or batch); ``k = 0`` gives GDL back, larger ``k``
+    ``L_GD`` is :class:`SoftGeneralizedDiceLoss` per image (or batch); ``k = 0`` gives GDL back, larger ``k``
     weighs false positives and negatives more. Bounds: 0 at a perfect prediction, 1 at no overlap.
 
     Example:
@@ -246,8 +247,8 @@ class PenaltyGeneralizedDiceLoss(GeneralizedDiceLoss):
 
 
 def dice_loss(logits: Tensor, target: Tensor, **kwargs) -> Tensor:
-    """Functional form of :class:`DiceLoss`."""
-    return DiceLoss(**kwargs)(logits, target)
+    """Functional form of :class:`SoftDiceLoss`."""
+    return SoftDiceLoss(**kwargs)(logits, target)
 
 
 def log_dice_loss(logits: Tensor, target: Tensor, **kwargs) -> Tensor:
@@ -256,8 +257,8 @@ def log_dice_loss(logits: Tensor, target: Tensor, **kwargs) -> Tensor:
 
 
 def generalized_dice_loss(logits: Tensor, target: Tensor, **kwargs) -> Tensor:
-    """Functional form of :class:`GeneralizedDiceLoss`."""
-    return GeneralizedDiceLoss(**kwargs)(logits, target)
+    """Functional form of :class:`SoftGeneralizedDiceLoss`."""
+    return SoftGeneralizedDiceLoss(**kwargs)(logits, target)
 
 
 def penalty_generalized_dice_loss(logits: Tensor, target: Tensor, **kwargs) -> Tensor:

@@ -15,12 +15,15 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from segbalance.monai_losses.arguments import check_number
 from segbalance.monai_losses.cross_entropy import _VoxelLoss
 from segbalance.monai_losses.inputs import Prepared
+from segbalance.monai_losses.monai_focal import FocalLoss  # noqa: F401  (MONAI's classes, re-exported)
 from segbalance.monai_losses.registry import register
 
 __all__ = [
-    "FocalLoss",
+    "FocalLoss",  # MONAI's classes, from .monai_focal
+    "SoftmaxFocalLoss",
     "DualCrossEntropyLoss",
     "DualFocalLoss",
     "focal_loss",
@@ -140,7 +143,7 @@ def _masked(t: Tensor, mask: Tensor | None) -> Tensor:
 
 
 @register("focal", multilabel=True)
-class FocalLoss(_VoxelLoss):
+class SoftmaxFocalLoss(_VoxelLoss):
     """Softmax focal loss ``L = −(1/N) Σ_n Σ_i α_i y_{i,n} (1 − z_{i,n})^γ log z_{i,n}``.
 
     Hossain et al. 2021, Eq. 5 (Lin et al.); Ma 2020, Eq. 5. ``log z`` comes from ``log_softmax``.
@@ -164,16 +167,14 @@ class FocalLoss(_VoxelLoss):
 
     Example:
         >>> import torch
-        >>> loss = FocalLoss(gamma=0.0)  # γ = 0 is cross-entropy
+        >>> loss = SoftmaxFocalLoss(gamma=0.0)  # γ = 0 is cross-entropy
         >>> round(float(loss(torch.zeros(1, 2, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.long))), 4)
         0.6931
     """
 
     def __init__(self, gamma: float = 2.0, alpha: float | Sequence[float] | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        if gamma < 0:
-            raise ValueError(f"gamma must be >= 0, got {gamma}")
-        self.gamma = float(gamma)
+        self.gamma = check_number(type(self).__name__, "gamma", gamma, low=0)
         self.alpha = alpha
 
     def forward_prepared(self, p: Prepared) -> Tensor:
@@ -255,12 +256,9 @@ class DualCrossEntropyLoss(_VoxelLoss):
 
     def __init__(self, alpha: float = 1.0, beta: float = 1.0, **kwargs) -> None:
         super().__init__(**kwargs)
-        if alpha <= 0:
-            raise ValueError(f"alpha must be > 0 (log(alpha + z) with z -> 0), got {alpha}")
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
-        self.alpha = float(alpha)
-        self.beta = float(beta)
+        owner = type(self).__name__
+        self.alpha = check_number(owner, "alpha (log(alpha + z) with z -> 0)", alpha, low=0, low_open=True)
+        self.beta = check_number(owner, "beta", beta, low=0)
 
     def forward_prepared(self, p: Prepared) -> Tensor:
         mask = self.class_mask(p)
@@ -426,13 +424,11 @@ class DualFocalLoss(_VoxelLoss):
         self, alpha: float = 1.0, beta: float = 1.0, gamma: float = 1.0, rho: float = 1.0, **kwargs
     ) -> None:
         super().__init__(**kwargs)
-        if rho < 1:
-            raise ValueError(f"rho must be >= 1 (log(rho - z) with z -> 1), got {rho}")
-        if gamma <= 0:
-            raise ValueError(f"gamma must be > 0, got {gamma}")
-        if alpha < 0 or beta < 0:
-            raise ValueError(f"alpha and beta must be >= 0, got alpha={alpha}, beta={beta}")
-        self.alpha, self.beta, self.gamma, self.rho = float(alpha), float(beta), float(gamma), float(rho)
+        owner = type(self).__name__
+        self.alpha = check_number(owner, "alpha", alpha, low=0)
+        self.beta = check_number(owner, "beta", beta, low=0)
+        self.gamma = check_number(owner, "gamma", gamma, low=0, low_open=True)
+        self.rho = check_number(owner, "rho (log(rho - z) with z -> 1)", rho, low=1)
 
     def forward_prepared(self, p: Prepared) -> Tensor:
         params = (self.alpha, self.beta, self.gamma, self.rho)
@@ -450,8 +446,8 @@ class DualFocalLoss(_VoxelLoss):
 
 
 def focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0, alpha=None, **kwargs) -> Tensor:
-    """Functional form of :class:`FocalLoss`."""
-    return FocalLoss(gamma=gamma, alpha=alpha, **kwargs)(logits, target)
+    """Functional form of :class:`SoftmaxFocalLoss`."""
+    return SoftmaxFocalLoss(gamma=gamma, alpha=alpha, **kwargs)(logits, target)
 
 
 def dual_cross_entropy(

@@ -15,13 +15,15 @@ from segbalance.monai_losses.distance_inputs import (
     unsigned_from_signed,
 )
 from segbalance.monai_losses.inputs import Prepared
+from segbalance.monai_losses.monai_hausdorff import HausdorffDTLoss  # noqa: F401  (MONAI's classes, re-exported)
 from segbalance.monai_losses.registry import register
 
-__all__ = ["HausdorffDTLoss", "hausdorff_dt_loss"]
+# HausdorffDTLoss is MONAI's class, from .monai_hausdorff
+__all__ = ["HausdorffDTLoss", "HausdorffDistanceLoss", "hausdorff_dt_loss"]
 
 
 @register("hd_dt")
-class HausdorffDTLoss(DistanceLoss):
+class HausdorffDistanceLoss(DistanceLoss):
     """HD-DT loss ``L = mean_v (s_v − g_v)² · (d_G(v)^α + d_S(v)^α)`` (Ma 2020, §4.2; Karimi & Salcudean,
     IEEE TMI 2020, Eq. 8), per image and class, then ``reduction`` over (image, class).
 
@@ -51,7 +53,7 @@ class HausdorffDTLoss(DistanceLoss):
         >>> import torch
         >>> target = torch.tensor([[[[0, 1, 1, 0]]]])              # (B, 1, H=1, W=4)
         >>> logits = torch.zeros(1, 2, 1, 4)                       # s = 0.5 everywhere, S empty
-        >>> float(HausdorffDTLoss()(logits, target))               # 0.25 · d_G² = 0.25 · 1
+        >>> float(HausdorffDistanceLoss()(logits, target))               # 0.25 · d_G² = 0.25 · 1
         0.25
     """
 
@@ -106,5 +108,5 @@ class HausdorffDTLoss(DistanceLoss):
 
 
 def hausdorff_dt_loss(logits: Tensor, target: Tensor, dist: Tensor | None = None, **kwargs) -> Tensor:
-    """Functional form of :class:`HausdorffDTLoss`."""
-    return HausdorffDTLoss(**kwargs)(logits, target, dist)
+    """Functional form of :class:`HausdorffDistanceLoss`."""
+    return HausdorffDistanceLoss(**kwargs)(logits, target, dist)

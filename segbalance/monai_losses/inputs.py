@@ -18,6 +18,7 @@ score only the foreground channel, as MONAI does for ``C == 1``.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -158,7 +159,13 @@ def _resolve_activation(num_channels: int, softmax: bool | None, sigmoid: bool |
         raise ValueError("softmax and sigmoid are mutually exclusive; set at most one of them to True")
     if softmax:
         if num_channels == 1:
-            raise ValueError("softmax=True needs logits with C > 1 channels; use sigmoid for C == 1")
+            # MONAI warns and ignores the flag; the one channel is the binary task's sigmoid logit
+            warnings.warn(
+                "single channel prediction, `softmax=True` ignored: the channel is read as a binary "
+                "sigmoid logit",
+                stacklevel=5,
+            )
+            return "sigmoid"
         return "softmax"
     if sigmoid:
         return "sigmoid"

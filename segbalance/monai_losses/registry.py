@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from segbalance.monai_losses.arguments import LossArgumentError
+
 __all__ = [
     "register",
     "get",
@@ -188,6 +190,8 @@ def get(name: str, **kwargs) -> nn.Module:
     cls = loss_class(name)
     try:
         return cls(**kwargs)
+    except LossArgumentError:
+        raise  # already names the loss and its arguments
     except TypeError as exc:
         raise ValueError(f"bad arguments for loss {name!r} ({cls.__name__}): {exc}") from exc
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from segbalance.monai_losses.arguments import check_number
 from segbalance.monai_losses.dice import _RegionLoss
 from segbalance.monai_losses.inputs import Prepared
+from segbalance.monai_losses.monai_tversky import TverskyLoss  # noqa: F401  (MONAI's classes, re-exported)
 from segbalance.monai_losses.registry import register
 
 __all__ = [
-    "TverskyLoss",
+    "TverskyLoss",  # MONAI's classes, from .monai_tversky
+    "SoftTverskyLoss",
     "FocalTverskyLoss",
     "AsymmetricSimilarityLoss",
     "tversky_index",
@@ -31,7 +34,7 @@ def tversky_index(
 
 
 @register("tversky")
-class TverskyLoss(_RegionLoss):
+class SoftTverskyLoss(_RegionLoss):
     """Tversky loss ``L_c = 1 − TI_c`` (Salehi et al. 2017; Ma 2020, Eq. 10), ``fp_weight=0.3,
     fn_weight=0.7``.
 
@@ -48,7 +51,7 @@ class TverskyLoss(_RegionLoss):
         >>> probs = torch.tensor([[[[0.5, 0.5]], [[0.5, 0.5]]]])  # (1, 2, 1, 2)
         >>> target = torch.tensor([[[[1, 1]]]])  # class 1 everywhere: TP=1, FN=1, FP=0
         >>> flags = dict(softmax=False, sigmoid=False, include_background=False, smooth_nr=0, smooth_dr=0)
-        >>> round(float(TverskyLoss(**flags)(probs, target)), 4)  # 1 - 1/(1 + 0.7)
+        >>> round(float(SoftTverskyLoss(**flags)(probs, target)), 4)  # 1 - 1/(1 + 0.7)
         0.4118
     """
 
@@ -56,10 +59,8 @@ class TverskyLoss(_RegionLoss):
 
     def __init__(self, *, fp_weight: float = 0.3, fn_weight: float = 0.7, **kwargs) -> None:
         super().__init__(**kwargs)
-        if fp_weight < 0 or fn_weight < 0:
-            raise ValueError(f"fp_weight and fn_weight must be >= 0, got {fp_weight}, {fn_weight}")
-        self.fp_weight = float(fp_weight)
-        self.fn_weight = float(fn_weight)
+        self.fp_weight = check_number(type(self).__name__, "fp_weight", fp_weight, low=0)
+        self.fn_weight = check_number(type(self).__name__, "fn_weight", fn_weight, low=0)
 
     def index(self, p: Prepared) -> Tensor:
         """Tversky index per (image, class) or per class."""
@@ -74,11 +75,11 @@ class TverskyLoss(_RegionLoss):
 
 
 @register("focal_tversky")
-class FocalTverskyLoss(TverskyLoss):
+class FocalTverskyLoss(SoftTverskyLoss):
     """Focal Tversky loss ``L_c = (1 − TI_c)^{1/γ}`` (Abraham & Khan 2019; Ma 2020, Eq. 12), γ = 4/3.
 
     The exponent is applied per class (then ``reduction`` over classes/images), as in Abraham & Khan's
-    ``Σ_c (1 − TI_c)^{1/γ}``; γ in [1, 3], ``γ = 1`` gives :class:`TverskyLoss`. With γ > 1 the exponent
+    ``Σ_c (1 − TI_c)^{1/γ}``; γ in [1, 3], ``γ = 1`` gives :class:`SoftTverskyLoss`. With γ > 1 the exponent
     1/γ < 1 raises small losses, so well-segmented classes still contribute while poorly segmented ones
     dominate less than in Tversky. Defaults ``fp_weight=0.3, fn_weight=0.7, gamma=4/3`` as in the paper.
 
@@ -103,10 +104,10 @@ class FocalTverskyLoss(TverskyLoss):
 
 
 @register("asym")
-class AsymmetricSimilarityLoss(TverskyLoss):
+class AsymmetricSimilarityLoss(SoftTverskyLoss):
     """Asymmetric similarity loss ``L_c = 1 − F_β`` (Hashemi et al. 2019; Ma 2020, Eq. 13), β = 1.5.
 
-    ``F_β = TP / (TP + β²/(1+β²)·FN + 1/(1+β²)·FP)``: a :class:`TverskyLoss` with
+    ``F_β = TP / (TP + β²/(1+β²)·FN + 1/(1+β²)·FP)``: a :class:`SoftTverskyLoss` with
     ``fn_weight = β²/(1+β²)`` and ``fp_weight = 1/(1+β²)`` (0.692 and 0.308 at β = 1.5), smoothing as in
     Tversky.
 
@@ -130,8 +131,8 @@ class AsymmetricSimilarityLoss(TverskyLoss):
 
 
 def tversky_loss(logits: Tensor, target: Tensor, **kwargs) -> Tensor:
-    """Functional form of :class:`TverskyLoss`."""
-    return TverskyLoss(**kwargs)(logits, target)
+    """Functional form of :class:`SoftTverskyLoss`."""
+    return SoftTverskyLoss(**kwargs)(logits, target)
 
 
 def focal_tversky_loss(logits: Tensor, target: Tensor, **kwargs) -> Tensor:

@@ -46,6 +46,7 @@ from segbalance.evaluation.metrics import (
     _check_inputs,
     _quantile,
     _tolerance_for,
+    edge_distances,
     image_diagonal_mm,
 )
 
@@ -185,23 +186,11 @@ def pair_surface_distances(gm: np.ndarray, pm: np.ndarray, spacing) -> tuple[np.
     """Directed edge-to-edge distances (mm, float32) of two non-empty masks: ``(d(P->G), d(G->P))``.
 
     The same numbers as MONAI 1.6's ``get_edge_surface_distance`` on CPU (:func:`.metrics.surface_distances`):
-    edges are ``mask XOR binary_erosion(mask)`` (scipy's cross-shaped element, outside = background) and
-    each edge voxel's distance is to the nearest edge voxel of the other mask (a KD-tree on coordinates
-    scaled by the spacing). Without MONAI's tensor and cropping overhead, which dominates on the small
-    bounding boxes of single lesions; equality is checked in tests/test_evaluation_lesions.py.
+    :func:`segbalance.evaluation.metrics.edge_distances` (MONAI's edges, a KD-tree on coordinates scaled by
+    the spacing), without MONAI's tensor and cropping overhead, which dominates on the small bounding boxes
+    of single lesions; equality is checked in tests/test_evaluation_lesions.py.
     """
-    from scipy.ndimage import binary_erosion
-    from scipy.spatial import KDTree
-
-    scale = np.asarray(spacing, dtype=np.float64)
-    pts = []
-    for m in (pm, gm):
-        edge = m & ~binary_erosion(m)
-        pts.append(np.argwhere(edge).astype(np.float64) * scale)
-    p_pts, g_pts = pts
-    d_pg = KDTree(g_pts, leafsize=32).query(p_pts, k=1)[0].astype(np.float32)
-    d_gp = KDTree(p_pts, leafsize=32).query(g_pts, k=1)[0].astype(np.float32)
-    return d_pg, d_gp
+    return edge_distances(pm, gm, spacing)
 
 
 def _pair_surface(gm: np.ndarray, pm: np.ndarray, spacing, tol: float,

@@ -1,5 +1,5 @@
 """Detection metrics from score maps: lesion candidates, their matching to ground-truth lesions, and the
-FROC curve, sensitivity at fixed false positives per case, lesion-level average precision and case-level AUROC.
+FROC curve, sensitivity at fixed false positives per case, lesion-level average precision, case-level AUROC.
 
 The definitions are picai_eval's (Saha et al. 2024, "Artificial intelligence and radiologists in prostate
 cancer detection on MRI (PI-CAI)", Lancet Oncology; DIAGNijmegen/picai_eval 1.4, ``evaluate_case`` and
@@ -13,9 +13,10 @@ points where this module differs. ``tests/test_evaluation_detection.py`` checks 
   (picai_eval's ``min_overlap``, 0.1 there); ``hit_iou=0`` means any overlap.
 * **Assignment** (picai_eval's): one-to-one, maximising first the number of (lesion, candidate) pairs that
   hit, then their total IoU (``scipy.optimize.linear_sum_assignment`` on ``1 + IoU`` where the pair hits,
-  else 0). An assigned candidate is a TP with its score; an unassigned GT lesion is a FN (score 0); a candidate
-  that hits no lesion is a FP with its score; a candidate that hits a lesion but lost it to another is neither
-  (picai_eval's ``allow_unmatched_candidates_with_minimal_overlap=True``) and is counted as ``ignored``.
+  else 0). An assigned candidate is a TP with its score; an unassigned GT lesion is a FN (score 0); a
+  candidate that hits no lesion is a FP with its score; a candidate that hits a lesion but lost it to
+  another is neither (picai_eval's ``allow_unmatched_candidates_with_minimal_overlap=True``) and is counted
+  as ``ignored``.
 * **Case**: score = its highest candidate score (0 without candidates); positive when it has a GT lesion.
 
 Over the cases of a method and class (:func:`detection_metrics`): at each threshold ``t`` (each distinct

@@ -22,11 +22,11 @@ import numpy as np
 
 #: why a value in a results file can be null (NaN or infinite before writing)
 NULL_MEANS = {
-    "per case and class": "the metric is undefined there: every metric of a class absent from both the ground "
-                          "truth and the prediction (flag both_empty); recall when the ground truth is empty "
-                          "(flag false_positive); a lesion rate whose denominator is 0 (sensitivity without GT "
-                          "lesions, precision without predicted components); cc_dice/cc_nsd without GT "
-                          "components and without prediction",
+    "per case and class": "the metric is undefined there: every metric of a class absent from both the "
+                          "ground truth and the prediction (flag both_empty); recall when the ground truth "
+                          "is empty (flag false_positive); a lesion rate whose denominator is 0 (sensitivity "
+                          "without GT lesions, precision without predicted components); cc_dice/cc_nsd "
+                          "without GT components and without prediction",
     "mean/std": "no case has a finite value (n = 0)",
     "pooled rates": "the denominator summed over all cases is 0 (no GT lesion, no predicted component)",
     "ap, sensitivity_at_fp, froc": "no ground-truth lesion of the class in any case (sensitivity undefined)",

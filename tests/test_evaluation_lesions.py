@@ -274,6 +274,11 @@ def test_pair_distances_equal_monai(seed):
     ref = surface_distances(p, g, spacing)[:2]
     for a, b in zip(ours, ref):
         np.testing.assert_array_equal(np.sort(a), np.sort(b.astype(np.float32)))
+    # the KD-tree path (large crops) gives the same distances as the EDT path (small crops) and MONAI
+    from segbalance.evaluation.metrics import edge_distances
+
+    for a, b in zip(edge_distances(p, g, spacing, method="kdtree"), ref):
+        np.testing.assert_array_equal(np.sort(a), np.sort(b.astype(np.float32)))
 
 
 def test_unmatched_lesion_reports_its_best_iou():

@@ -236,13 +236,8 @@ def detection_markdown_table(summary: list[dict]) -> str:
 def plot_froc(path: Path, summary: list[dict]) -> Path:
     """FROC curves (sensitivity against false positives per case, log scale 1/8 … 8): a line per method, a
     panel per class."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     labels = sorted({e["label"] for e in summary})
-    fig, axes = plt.subplots(1, len(labels), figsize=(1.5 + 4 * len(labels), 3.8), squeeze=False)
+    fig, axes = _figure(1, len(labels), (1.5 + 4 * len(labels), 3.8))
     for ax, lab in zip(axes[0], labels):
         for e in (e for e in summary if e["label"] == lab):
             fp, sens = e["froc"]["fp_per_case"], e["froc"]["sensitivity"]
@@ -258,9 +253,8 @@ def plot_froc(path: Path, summary: list[dict]) -> Path:
         ax.set_xlabel("false positives per case")
         ax.set_ylabel("sensitivity")
         ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    _layout(fig)
     save_figure(fig, path)
-    plt.close(fig)
     return Path(path)
 
 
@@ -347,13 +341,8 @@ def lesion_markdown_table(summary: list[dict]) -> str:
 
 def plot_detection_vs_size(path: Path, lesion_summary: list[dict]) -> Path:
     """Detection rate (pooled sensitivity) against lesion-size bin: a line per method, a panel per class."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     labels = sorted({e["label"] for e in lesion_summary})
-    fig, axes = plt.subplots(1, len(labels), figsize=(1.5 + 3.5 * len(labels), 3.5), squeeze=False)
+    fig, axes = _figure(1, len(labels), (1.5 + 3.5 * len(labels), 3.5))
     for ax, lab in zip(axes[0], labels):
         for e in (e for e in lesion_summary if e["label"] == lab):
             bins = list(e["by_size"])
@@ -365,24 +354,18 @@ def plot_detection_vs_size(path: Path, lesion_summary: list[dict]) -> Path:
         ax.set_xlabel("lesion volume (mm³)")
         ax.set_ylabel("detection rate (sensitivity)")
         ax.legend(fontsize=7)
-    fig.tight_layout()
+    _layout(fig)
     save_figure(fig, path)
-    plt.close(fig)
     return Path(path)
 
 
 def plot_boxes(out: Path, rows_by_method: dict[str, list[dict]],
                metrics: tuple[str, ...] = ("dice", "hd95", "nsd")) -> dict[str, Path]:
     """One box-plot figure per metric: a panel per class, a box per method (finite values only)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     labels = sorted({r["label"] for rows in rows_by_method.values() for r in rows})
     paths = {}
     for m in metrics:
-        fig, axes = plt.subplots(1, len(labels), figsize=(3 + 2.5 * len(labels), 3.5), squeeze=False)
+        fig, axes = _figure(1, len(labels), (3 + 2.5 * len(labels), 3.5))
         for ax, lab in zip(axes[0], labels):
             data = []
             for rows in rows_by_method.values():
@@ -392,22 +375,17 @@ def plot_boxes(out: Path, rows_by_method: dict[str, list[dict]],
             ax.set_xticks(range(1, len(data) + 1), list(rows_by_method), rotation=30)
             ax.set_title(f"label {lab}")
             ax.set_ylabel(m + (" (mm)" if m not in _HIGHER_BETTER else ""))
-        fig.tight_layout()
+        _layout(fig)
         p = out / f"box_{m}.png"
         save_figure(fig, p)
-        plt.close(fig)
         paths[f"box_{m}"] = p
     return paths
 
 
 def plot_recall_vs_iou(path: Path, summary: list[dict]) -> Path:
     """Mean recall against mean IoU per method (averaged over classes), as Fig. 1 of the Recall-loss paper."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 4))
+    fig, axes = _figure(1, 1, (4.5, 4))
+    ax = axes[0][0]
     for method in dict.fromkeys(e["method"] for e in summary):
         ent = [e for e in summary if e["method"] == method]
         iou = np.nanmean([e["iou"]["mean"] for e in ent])
@@ -416,10 +394,25 @@ def plot_recall_vs_iou(path: Path, summary: list[dict]) -> Path:
         ax.annotate(method, (iou, rec), textcoords="offset points", xytext=(4, 4))
     ax.set_xlabel("mean IoU")
     ax.set_ylabel("mean recall")
-    fig.tight_layout()
+    _layout(fig)
     save_figure(fig, path)
-    plt.close(fig)
     return Path(path)
+
+
+def _figure(rows: int, cols: int, figsize: tuple[float, float]):
+    """A figure and its axes grid without pyplot (no GUI backend, no global figure registry): pyplot's import
+    and ``tight_layout`` were a large part of a cold ``segbalance evaluate``."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(rows, cols, squeeze=False)
+
+
+def _layout(fig) -> None:
+    """Fixed margins (inches turned into fractions) instead of the slower ``tight_layout``."""
+    w, h = fig.get_size_inches()
+    fig.subplots_adjust(left=0.75 / w, right=1 - 0.15 / w, bottom=0.75 / h, top=1 - 0.35 / h,
+                        wspace=0.35)
 
 
 def save_figure(fig, path: str | os.PathLike) -> None:

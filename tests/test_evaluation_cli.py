@@ -326,3 +326,22 @@ def test_size_bin_of_a_100_mm3_lesion_in_a_nifti(tmp_path):
     row = next(r for r in res.lesions if r["kind"] == "gt")
     assert row["volume_mm3"] == pytest.approx(100.0) and row["size_bin"] == "100to1000"
     assert res.spacing["c"] == [1.6, 0.5, 0.5]  # 1.6 is 1.60000002384 in the file's float32
+
+
+def test_evaluate_imports_neither_torch_nor_monai(folders, tmp_path):
+    """A cold ``segbalance evaluate`` must not pay for torch or MONAI (7-10 s of a 12 s start before): its
+    metrics are MONAI's numbers computed without them (MONAI only for --subvoxels)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    gt, p1, _ = folders
+    root = Path(__file__).resolve().parents[1]
+    argv = ["evaluate", "--gt", str(gt), "--pred", f"CE={p1}", "--out", str(tmp_path / "o")]
+    code = (f"import sys; from segbalance.cli import main; rc = main({argv!r}); "
+            "print(rc, sorted(m for m in ('torch', 'monai', 'nnunetv2') if m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
+                         check=True).stdout.strip().splitlines()[-1]
+    assert out == "0 []", out

@@ -168,18 +168,23 @@ def _curve(cases: Sequence[CaseDetections]):
 
 def roc_auc(targets: Sequence[int], scores: Sequence[float]) -> float:
     """Area under the ROC curve of binary ``targets`` ranked by ``scores`` (ties count half): the
-    Mann-Whitney U statistic over n_pos * n_neg; NaN without positives or negatives.
+    Mann-Whitney U statistic over n_pos * n_neg, from mid-ranks; NaN without positives or negatives.
 
     >>> roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
     0.75
     """
-    from scipy.stats import rankdata
-
     t = np.asarray(targets, bool)
+    s = np.asarray(scores, np.float64)
     n_pos, n_neg = int(t.sum()), int((~t).sum())
     if not n_pos or not n_neg:
         return float("nan")
-    ranks = rankdata(np.asarray(scores, np.float64))
+    order = np.argsort(s, kind="stable")
+    sorted_s = s[order]
+    first = np.r_[0, np.flatnonzero(np.diff(sorted_s)) + 1]  # start of each run of equal scores
+    last = np.r_[first[1:], len(s)]
+    mid = (first + last + 1) / 2.0  # mid-rank (1-based) of each run
+    ranks = np.empty(len(s))
+    ranks[order] = np.repeat(mid, last - first)
     return float((ranks[t].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 

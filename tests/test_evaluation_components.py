@@ -80,3 +80,18 @@ def test_voronoi_and_edge_cases():
     pred[2:4, 8:10, 30:32] = False
     m = per_component_metrics(pred, gt)
     assert m["dice"] == [1.0, 0.0] and m["cc_dice"] == 0.5
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_large_volume_path_equals_edt_path(seed, monkeypatch):
+    """Above EDT_MAX_VOXELS the regions of prediction ∪ GT voxels come from a KD-tree: the same metrics here
+    (they could differ only for voxels exactly equidistant from two components)."""
+    import segbalance.evaluation.components as comp
+
+    pred, gt = _case(seed)
+    ref = per_component_metrics(pred, gt, spacing=(2.0, 0.8, 0.7), nsd_tolerance=1.0)
+    monkeypatch.setattr(comp, "EDT_MAX_VOXELS", 0)
+    big = per_component_metrics(pred, gt, spacing=(2.0, 0.8, 0.7), nsd_tolerance=1.0)
+    assert big["dice"] == pytest.approx(ref["dice"], abs=0.02)
+    assert big["cc_dice"] == pytest.approx(ref["cc_dice"], abs=0.005)
+    assert big["cc_nsd"] == pytest.approx(ref["cc_nsd"], abs=0.005)

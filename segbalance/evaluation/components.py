@@ -14,9 +14,13 @@ region each component gets
   by the region (CCMetrics ``CCSurfaceDiceMetric``, which calls MONAI's ``SurfaceDiceMetric`` per region);
   0 when the prediction has no voxel in the region.
 
-The case value is the mean over the components (CCMetrics' ``cc_reduction="patient"``). Regions are
-computed on the bounding box of prediction ∪ ground truth: outside it neither mask has a voxel, so no count
-or edge changes.
+The case value is the mean over the components (CCMetrics' ``cc_reduction="patient"``). Only the region
+labels of voxels in prediction ∪ ground truth enter the counts and the edges, so the regions are computed on the
+bounding box of prediction ∪ ground truth (outside it neither mask has a voxel). Up to
+:data:`EDT_MAX_VOXELS` voxels in that box they come from the EDT as in the references; above (lesions spread
+over a whole 512² CT, where the EDT's index arrays would take gigabytes), each voxel of prediction ∪ ground
+truth gets the component of its nearest GT voxel from a KD-tree: the same regions except for voxels exactly
+equidistant from two components, which the EDT and the KD-tree may give to different ones.
 """
 
 from __future__ import annotations
@@ -27,6 +31,30 @@ import numpy as np
 
 from segbalance.evaluation.lesions import connected_components
 from segbalance.evaluation.metrics import _bbox_crop, edge_distances
+
+
+#: bounding boxes up to this many voxels get their Voronoi regions from scipy's EDT (as MONAI and CCMetrics)
+EDT_MAX_VOXELS = 8_000_000
+
+
+def _nearest_component_labels(gcc: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """Voronoi labels of the voxels ``where`` only (a boolean mask): GT voxels keep their component, the
+    others take the component of the nearest GT edge voxel (Euclidean, voxel units; a KD-tree)."""
+    from scipy.spatial import cKDTree
+
+    from segbalance.evaluation.metrics import mask_edges
+
+    out = np.zeros(gcc.shape, np.int32)
+    fg = gcc > 0
+    out[fg] = gcc[fg]
+    todo = where & ~fg
+    if todo.any():
+        edge = mask_edges(fg)
+        pts = np.argwhere(edge)
+        nearest = cKDTree(pts.astype(np.float64)).query(np.argwhere(todo).astype(np.float64), k=1,
+                                                         workers=-1)[1]
+        out[todo] = gcc[tuple(pts[nearest].T)]
+    return out
 
 
 def voronoi_regions(gt_cc: np.ndarray) -> np.ndarray:
@@ -64,7 +92,7 @@ def per_component_metrics(pred_mask: np.ndarray, gt_mask: np.ndarray, spacing: S
     box = _bbox_crop(union, margin=0)
     pm, gm = pred_mask[box], gt_mask[box]
     gcc, n = connected_components(gm, connectivity)
-    region = voronoi_regions(gcc)
+    region = voronoi_regions(gcc) if gcc.size <= EDT_MAX_VOXELS else _nearest_component_labels(gcc, pm | gm)
     code = region.ravel().astype(np.int64) * 4 + gm.ravel() * 2 + pm.ravel()
     hist = np.bincount(code, minlength=(n + 1) * 4).reshape(-1, 4)[1:]
     fp, fn, tp = hist[:, 1], hist[:, 2], hist[:, 3]

@@ -32,7 +32,6 @@ import numpy as np
 from segbalance.evaluation.lesions import connected_components
 from segbalance.evaluation.metrics import _bbox_crop, edge_distances
 
-
 #: bounding boxes up to this many voxels get their Voronoi regions from scipy's EDT (as MONAI and CCMetrics)
 EDT_MAX_VOXELS = 8_000_000
 

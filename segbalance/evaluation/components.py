@@ -15,8 +15,8 @@ region each component gets
   0 when the prediction has no voxel in the region.
 
 The case value is the mean over the components (CCMetrics' ``cc_reduction="patient"``). Only the region
-labels of voxels in prediction ∪ ground truth enter the counts and the edges, so the regions are computed on the
-bounding box of prediction ∪ ground truth (outside it neither mask has a voxel). Up to
+labels of voxels in prediction ∪ ground truth enter the counts and the edges, so the regions are computed on
+the bounding box of prediction ∪ ground truth (outside it neither mask has a voxel). Up to
 :data:`EDT_MAX_VOXELS` voxels in that box they come from the EDT as in the references; above (lesions spread
 over a whole 512² CT, where the EDT's index arrays would take gigabytes), each voxel of prediction ∪ ground
 truth gets the component of its nearest GT voxel from a KD-tree: the same regions except for voxels exactly

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from segbalance.evaluation.lesions import connected_components
+from segbalance.evaluation.lesions import component_stats, connected_components
 from segbalance.evaluation.metrics import _bbox_crop, edge_distances
 
 #: bounding boxes up to this many voxels get their Voronoi regions from scipy's EDT (as MONAI and CCMetrics)
@@ -92,17 +92,21 @@ def per_component_metrics(pred_mask: np.ndarray, gt_mask: np.ndarray, spacing: S
     pm, gm = pred_mask[box], gt_mask[box]
     gcc, n = connected_components(gm, connectivity)
     region = voronoi_regions(gcc) if gcc.size <= EDT_MAX_VOXELS else _nearest_component_labels(gcc, pm | gm)
-    code = region.ravel().astype(np.int64) * 4 + gm.ravel() * 2 + pm.ravel()
+    union_c = pm | gm
+    idx = np.flatnonzero(union_c)  # only these voxels count: TN voxels enter neither Dice nor the edges
+    code = region.ravel()[idx].astype(np.int64) * 4 + gm.ravel()[idx] * 2 + pm.ravel()[idx]
     hist = np.bincount(code, minlength=(n + 1) * 4).reshape(-1, 4)[1:]
     fp, fn, tp = hist[:, 1], hist[:, 2], hist[:, 3]
     dice = (2 * tp / (2 * tp + fp + fn)).tolist()
+    boxes = component_stats(region, union_c, n)["bounding_boxes"]  # of each region's voxels in pred ∪ GT
     nsd = []
     for r in range(1, n + 1):
         if not tp[r - 1] and not fp[r - 1]:
             nsd.append(0.0)  # nothing predicted in the region
             continue
-        inside = region == r
-        d_pg, d_gp = edge_distances(pm & inside, gm & inside, spacing)
+        sub = boxes[r]
+        inside = region[sub] == r
+        d_pg, d_gp = edge_distances(pm[sub] & inside, gm[sub] & inside, spacing)
         nsd.append(float((np.count_nonzero(d_pg <= nsd_tolerance) + np.count_nonzero(d_gp <= nsd_tolerance))
                          / (d_pg.size + d_gp.size)))
     return {"n_components": n, "cc_dice": float(np.mean(dice)), "cc_nsd": float(np.mean(nsd)),

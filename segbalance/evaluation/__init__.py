@@ -22,5 +22,6 @@ from segbalance.evaluation.report import (
 
 __all__ = ["FLAGS", "METRICS", "CaseDetections", "ClassMetrics", "FolderResult", "LesionResult",
            "detect_case", "detection_metrics", "evaluate_case", "evaluate_folders", "evaluate_lesions",
-           "image_diagonal_mm", "lesion_markdown_table", "markdown_table", "per_component_metrics", "summarize",
+           "image_diagonal_mm", "lesion_markdown_table", "markdown_table", "per_component_metrics",
+           "summarize",
            "summarize_lesions", "write_outputs"]

@@ -376,7 +376,9 @@ def recount(records: list[dict]) -> list[dict]:
 def _mean_std(values: list[float]) -> dict:
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], float)
     return {"mean": float(v.mean()) if v.size else None, "std": float(v.std()) if v.size else None,
-            "n": int(v.size), "values": [float(x) for x in values]}
+            "n": int(v.size),
+            # segbalance evaluate writes strict JSON: an undefined mean (NaN) is read back as None
+            "values": [float("nan") if x is None else float(x) for x in values]}
 
 
 def aggregate(records: list[dict], lesion_label: int = 2) -> list[dict]:

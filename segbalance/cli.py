@@ -29,13 +29,18 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``segbalance`` parser; with ``only``, just that sub-command is imported and registered (a run
+    of one command does not import the others' modules: ``segbalance evaluate`` then starts without
+    pydicom, MONAI or torch)."""
     parser = argparse.ArgumentParser(
         prog="segbalance",
         description="Class-imbalance losses, nnU-Net v2 trainers, preprocessing, evaluation for 3D CT/MRI.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command, module_name in SUBCOMMANDS.items():
+        if only is not None and command != only:
+            continue
         try:
             module = importlib.import_module(module_name)
         except MissingExtraError as exc:  # its extra is not installed: the command explains that when run
@@ -72,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     ``segbalance <command>: error: <message>``, with exit code 2; the traceback only with ``--debug`` or
     ``SEGBALANCE_DEBUG=1``. Ctrl-C exits 130 with one line."""
     debug, argv = _debug_requested(list(sys.argv[1:] if argv is None else argv))
-    parser = build_parser()
+    first = next((a for a in argv if not a.startswith("-")), None)
+    wants_help = first is None or any(a in ("-h", "--help") for a in argv[:argv.index(first)])
+    parser = build_parser(only=first if first in SUBCOMMANDS and not wants_help else None)
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback on errors (also SEGBALANCE_DEBUG=1)")
     args = parser.parse_args(argv)

@@ -274,3 +274,20 @@ def test_pair_distances_equal_monai(seed):
     ref = surface_distances(p, g, spacing)[:2]
     for a, b in zip(ours, ref):
         np.testing.assert_array_equal(np.sort(a), np.sort(b.astype(np.float32)))
+    # the KD-tree path (large crops) gives the same distances as the EDT path (small crops) and MONAI
+    from segbalance.evaluation.metrics import edge_distances
+
+    for a, b in zip(edge_distances(p, g, spacing, method="kdtree"), ref):
+        np.testing.assert_array_equal(np.sort(a), np.sort(b.astype(np.float32)))
+
+
+def test_unmatched_lesion_reports_its_best_iou():
+    gt = np.zeros((1, 6, 30), np.uint8)
+    gt[0, 1:5, 2:10] = 1
+    pred = np.zeros_like(gt)
+    pred[0, 1:5, 2:5] = 1  # IoU 3/8 < 0.5: no match, but it overlaps
+    rows = evaluate_lesions(pred, gt).lesions
+    g = next(r for r in rows if r["kind"] == "gt")
+    p = next(r for r in rows if r["kind"] == "pred")
+    assert not g["matched"] and g["iou"] == pytest.approx(3 / 8) and g["dice"] == 0.0
+    assert p["iou"] == pytest.approx(3 / 8)

@@ -26,7 +26,7 @@ def parse_tolerances(text: str | None) -> float | dict[int, float]:
         raise ValueError(f"--nsd-tolerance: expected MM or LABEL=MM[,LABEL=MM...], got {text!r}") from None
 
 
-def parse_pred(items: list[str]) -> dict[str, str]:
+def parse_pred(items: list[str], option: str = "--pred") -> dict[str, str]:
     """``["CE=dir1", "runs/dir2"]`` -> ``{"CE": "dir1", "dir2": "runs/dir2"}`` (a bare folder is named after
     its last component). Names must be safe file names: letters, digits and ``._+-``, starting with a letter
     or digit (no path separator, no ``..``), else ``ValueError``."""
@@ -34,12 +34,12 @@ def parse_pred(items: list[str]) -> dict[str, str]:
     for item in items:
         name, _, path = item.partition("=") if "=" in item else (Path(item.rstrip("/\\")).name, "", item)
         if not _SAFE_NAME.fullmatch(name) or ".." in name:
-            raise ValueError(f"--pred {item!r}: method name {name!r} is not a safe file name (use letters, "
+            raise ValueError(f"{option} {item!r}: method name {name!r} is not a safe file name (use letters, "
                              "digits and ._+- only, starting with a letter or digit; no / or ..)")
         if not path:
-            raise ValueError(f"--pred {item!r}: no folder after '='")
+            raise ValueError(f"{option} {item!r}: no folder after '='")
         if name in out:
-            raise ValueError(f"--pred: method name {name!r} given twice")
+            raise ValueError(f"{option}: method name {name!r} given twice")
         out[name] = path
     return out
 
@@ -105,6 +105,17 @@ def register(subparsers) -> None:
     g.add_argument("--iou-threshold", type=float, default=0.5, help="IoU needed for a match (default 0.5)")
     g.add_argument("--size-bins",
                    help="lesion volume bin edges in mm³ for the sensitivity per size (default 100,1000)")
+    d = p.add_argument_group("detection from score maps: FROC, AP, case AUROC (picai_eval's definitions)")
+    d.add_argument("--scores", action="append", default=[],
+                   help="NAME=FOLDER of score maps of method NAME (a --pred name), same case names: float "
+                        "probability or detection maps (.nii.gz/.nrrd/.mha, one class) or nnU-Net's .npz "
+                        "from --save_probabilities (classes: --lesion-labels, else --labels); repeatable")
+    d.add_argument("--hit-iou", type=float, default=None,
+                   help="IoU a candidate needs to hit a GT lesion (default: the lesion rule, "
+                        "--iou-threshold, or any overlap with --matching overlap; picai_eval uses 0.1)")
+    d.add_argument("--score-floor", type=float, default=0.0,
+                   help="candidates are the connected components of score > FLOOR (default 0, picai_eval's "
+                        "rule for detection maps; set e.g. 0.1 for probability maps)")
     p.set_defaults(func=run)
 
 
@@ -112,12 +123,15 @@ def run(args: argparse.Namespace) -> int:
     from segbalance.atomic import atomic_write_text
     from segbalance.evaluation.folders import FolderResult, evaluate_folders
     from segbalance.evaluation.report import (
+        detection_markdown_table,
         lesion_markdown_table,
         markdown_table,
         summarize,
+        summarize_detections,
         summarize_lesions,
         write_outputs,
     )
+    from segbalance.evaluation.strict_json import dumps_strict, loads_strict, nan_for_null
 
     labels = _labels_arg(args.labels, "--labels")
     tol = parse_tolerances(args.nsd_tolerance)
@@ -140,41 +154,87 @@ def run(args: argparse.Namespace) -> int:
         "labels": lesion_labels, "connectivity": args.connectivity,
         "matching": args.matching, "iou_threshold": args.iou_threshold,
         "size_bins_mm3": parse_bins(args.size_bins)}
-    rows, matching, lesion_cases, lesion_rows = {}, {}, {}, {}
+    scores = parse_pred(args.scores, option="--scores") if args.scores else {}
+    for name, folder in scores.items():
+        if name not in preds:
+            raise ValueError(f"--scores {name}: no --pred {name} (score maps belong to a method)")
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"--scores {name}: score folder {folder} does not exist")
+    detection = None
+    if scores:
+        det_labels = lesion_labels or labels
+        if not det_labels:
+            raise ValueError("--scores: name the detection class(es) with --lesion-labels (or --labels)")
+        hit = args.hit_iou if args.hit_iou is not None else (0.0 if args.matching == "overlap"
+                                                               else args.iou_threshold)
+        if not 0 <= hit <= 1:
+            raise ValueError(f"--hit-iou must be in [0, 1], got {hit}")
+        if not args.score_floor >= 0:
+            raise ValueError(f"--score-floor must be >= 0, got {args.score_floor}")
+        detection = {"labels": det_labels, "score_floor": args.score_floor, "hit_iou": hit,
+                     "connectivity": args.connectivity}
+    rows, pairing, lesion_cases, lesion_rows, detections, spacing = {}, {}, {}, {}, {}, {}
     cache_dir = Path(args.out) / ".cache"
     for name, folder in preds.items():
         key = {"gt": str(Path(args.gt).resolve()), "pred": str(Path(folder).resolve()), "labels": labels,
                "tol": tol if not isinstance(tol, dict) else {str(k): v for k, v in tol.items()},
                "subvoxels": args.subvoxels, "allow_missing": args.allow_missing, "lesions": lesions,
-               "mtimes": _mtimes(args.gt, folder)}
+               "scores": str(Path(scores[name]).resolve()) if name in scores else None,
+               "detection": detection if name in scores else None,
+               "mtimes": _mtimes(args.gt, folder, *([scores[name]] if name in scores else []))}
         key = json.loads(json.dumps(key))  # as read back from the cache (tuples become lists)
         cache = cache_dir / f"{name}.json"
-        cached = json.loads(cache.read_text()) if cache.is_file() and not args.no_resume else None
+        cached = None
+        if cache.is_file() and not args.no_resume:
+            try:
+                cached = loads_strict(cache.read_text())
+            except ValueError:  # an older cache (NaN written as NaN) or a damaged one: recompute
+                cached = None
         if cached and cached.get("key") == key:  # resume: this method was already scored on these files
             print(f"{name}: reusing results in {cache} (--no-resume to recompute)")
-            res = FolderResult(cached["rows"], cached["missing"], cached["extra"],
-                               cached.get("lesion_cases", []), cached.get("lesions", []))
+            body = nan_for_null({k: cached.get(k, []) for k in ("rows", "lesion_cases", "lesions")})
+            res = FolderResult(body["rows"], cached["missing"], cached["extra"], body["lesion_cases"],
+                               body["lesions"], cached.get("detections", []), cached.get("spacing", {}),
+                               cached.get("missing_scores", []))
         else:
             res = evaluate_folders(args.gt, folder, labels, tol, args.subvoxels, args.allow_missing,
-                                   args.jobs, progress=sys.stderr.isatty(), lesions=lesions)
+                                   args.jobs, progress=sys.stderr.isatty(), lesions=lesions,
+                                   scores_dir=scores.get(name),
+                                   detection=detection if name in scores else None)
             # atomic: a run killed while writing must not leave a cache the next run cannot parse
-            atomic_write_text(cache, json.dumps({"key": key, "rows": res.rows, "missing": res.missing,
-                                                 "extra": res.extra, "lesion_cases": res.lesion_cases,
-                                                 "lesions": res.lesions}))
+            atomic_write_text(cache, dumps_strict({
+                "key": key, "rows": res.rows, "missing": res.missing, "extra": res.extra,
+                "lesion_cases": res.lesion_cases, "lesions": res.lesions, "detections": res.detections,
+                "spacing": res.spacing, "missing_scores": res.missing_scores}))
         rows[name] = res.rows
         lesion_cases[name], lesion_rows[name] = res.lesion_cases, res.lesions
-        matching[name] = {"missing": res.missing, "extra": res.extra}
+        spacing[name] = res.spacing
+        if name in scores:
+            detections[name] = res.detections
+        pairing[name] = {"missing": res.missing, "extra": res.extra,
+                         **({"missing_scores": res.missing_scores} if name in scores else {})}
         if res.missing:
             how = "skipped" if args.allow_missing else "scored as misses"
             print(f"{name}: {len(res.missing)} case(s) without prediction ({how}): {', '.join(res.missing)}")
         if res.extra:
             print(f"{name}: {len(res.extra)} prediction(s) without ground truth (ignored): "
                   f"{', '.join(res.extra)}")
-    paths = write_outputs(args.out, rows, matching, plots=not args.no_plots,
+        if res.missing_scores:
+            print(f"{name}: {len(res.missing_scores)} case(s) without a score map (no candidates): "
+                  f"{', '.join(res.missing_scores)}")
+    settings = {"labels": labels if labels is not None else "every label >= 1 seen in any case",
+                "nsd_tolerance_mm": tol if not isinstance(tol, dict) else {str(k): v for k, v in tol.items()},
+                "subvoxels": args.subvoxels, "hd_percentile": 95.0,
+                "empty_policy": "docs/evaluation.md, 'Empty structures: the policy'"}
+    paths = write_outputs(args.out, rows, pairing, plots=not args.no_plots,
                           lesion_cases=None if lesions is None else lesion_cases,
-                          lesion_rows=None if lesions is None else lesion_rows, lesion_settings=lesions)
+                          lesion_rows=None if lesions is None else lesion_rows, lesion_settings=lesions,
+                          settings=settings, spacing=spacing, detections=detections or None,
+                          detection_settings=detection)
     print(markdown_table(summarize(rows)))
     if lesions is not None:
         print(lesion_markdown_table(summarize_lesions(lesion_cases, lesion_rows)))
+    if detections:
+        print(detection_markdown_table(summarize_detections(detections)))
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0

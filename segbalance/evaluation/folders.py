@@ -6,7 +6,9 @@ origin and direction within tolerance), else a ``ValueError`` names both files. 
 ground truth's spacing. Label values must be non-negative integers (a float file holding whole numbers is
 accepted), else a ``ValueError`` names the file. With ``lesions`` (a dict of
 :func:`segbalance.evaluation.lesions.evaluate_lesions` options) each case also gets its lesion-level
-metrics. Cases run in a process pool (``jobs``).
+metrics; with ``detection`` and a folder of score maps, its detection candidates (:mod:`.detection`). The
+spacing is the ground truth's as the file states it (:func:`file_spacing`). Cases run in a process pool
+(``jobs``).
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class FolderResult:
     extra: list[str] = field(default_factory=list)  # predictions without a GT case
     lesion_cases: list[dict] = field(default_factory=list)
     lesions: list[dict] = field(default_factory=list)
+    detections: list[dict] = field(default_factory=list)  # per case and class (detection.CaseDetections)
+    spacing: dict = field(default_factory=dict)  # case -> the spacing used (mm, z y x)
+    missing_scores: list[str] = field(default_factory=list)  # scored cases without a score map
 
 
 def check_label_values(array, path) -> None:
@@ -76,25 +81,46 @@ def check_label_values(array, path) -> None:
                          "(a probability map? save the argmax label map)")
 
 
-def _evaluate_pair(args: tuple) -> tuple[list[dict], list[dict], list[dict]]:
+def file_spacing(spacing) -> tuple[float, ...]:
+    """The spacing a file states, in float64: a value that is exactly a float32 (NIfTI stores ``pixdim`` as
+    float32, so 0.7 mm reads back as 0.699999988…) becomes the shortest decimal that float32 prints (0.7);
+    float64 values (NRRD, MHA) stay as they are. Volumes in mm³ and the size bins then use the spacing the
+    file's author wrote, so a lesion of 100 mm³ is not 99.99999 mm³.
+
+    >>> import numpy as np
+    >>> file_spacing((float(np.float32(0.7)), 0.8, 2.0))
+    (0.7, 0.8, 2.0)
+    """
+    import numpy as np
+
+    out = []
+    for s in spacing:
+        s = float(s)
+        f32 = np.float32(s)
+        out.append(float(str(f32)) if float(f32) == s and np.isfinite(f32) else s)
+    return tuple(out)
+
+
+def _evaluate_pair(args: tuple) -> dict:
     import numpy as np
 
     from segbalance.preprocessing.io import read_volume
     from segbalance.preprocessing.pairing import check_geometry
 
-    cid, gt_path, pred_path, labels, nsd_tolerance, use_subvoxels, lesions = args
+    cid, gt_path, pred_path, labels, nsd_tolerance, use_subvoxels, lesions, score_path, detection = args
     gt = read_volume(gt_path)
+    spacing = file_spacing(gt.spacing)
     gt_arr = np.asarray(gt.array)
     check_label_values(gt_arr, gt_path)
     if pred_path is None:
         pred_arr = np.zeros_like(gt_arr)
-        rows = missing_prediction(gt_arr, gt.spacing, labels, nsd_tolerance)
+        rows = missing_prediction(gt_arr, spacing, labels, nsd_tolerance)
     else:
         pred = read_volume(pred_path)
         check_geometry(gt, pred)
         pred_arr = np.asarray(pred.array)
         check_label_values(pred_arr, pred_path)
-        rows = evaluate_case(pred_arr, gt_arr, gt.spacing, labels, nsd_tolerance, use_subvoxels)
+        rows = evaluate_case(pred_arr, gt_arr, spacing, labels, nsd_tolerance, use_subvoxels)
     l_cases, l_rows = [], []
     if lesions is not None:
         from segbalance.evaluation.lesions import evaluate_lesions
@@ -103,13 +129,26 @@ def _evaluate_pair(args: tuple) -> tuple[list[dict], list[dict], list[dict]]:
         lesion_labels = opts.pop("labels", None)
         lab = [r.label for r in rows] if lesion_labels is None else [v for v in lesion_labels
                                                                        if v in {r.label for r in rows}]
-        res = evaluate_lesions(pred_arr, gt_arr, gt.spacing, lab, nsd_tolerance=nsd_tolerance, **opts)
+        res = evaluate_lesions(pred_arr, gt_arr, spacing, lab, nsd_tolerance=nsd_tolerance, **opts)
         for r in res.classes:
             if pred_path is None:
                 r["flag"] = "missing_prediction"
             l_cases.append({"case": cid, **r})
         l_rows = [{"case": cid, **r} for r in res.lesions]
-    return [{"case": cid, **r.as_dict()} for r in rows], l_cases, l_rows
+    dets = []
+    if detection is not None:
+        from segbalance.evaluation.detection import detect_case
+        from segbalance.evaluation.scores import read_scores
+
+        det_labels = list(detection["labels"])
+        maps = read_scores(score_path, det_labels, gt) if score_path is not None else {}
+        for lab in det_labels:
+            score = maps.get(lab, np.zeros(gt_arr.shape, np.float32))
+            d = detect_case(score, gt_arr == lab, lab, detection["score_floor"], detection["hit_iou"],
+                            detection["connectivity"])
+            dets.append({"case": cid, "score_map_missing": score_path is None, **d.as_dict()})
+    return {"rows": [{"case": cid, **r.as_dict()} for r in rows], "lesion_cases": l_cases, "lesions": l_rows,
+            "detections": dets, "spacing": list(spacing)}
 
 
 def evaluate_folders(
@@ -122,6 +161,8 @@ def evaluate_folders(
     jobs: int = 1,
     progress: bool = True,
     lesions: Mapping | None = None,
+    scores_dir: str | os.PathLike | None = None,
+    detection: Mapping | None = None,
 ) -> FolderResult:
     """Score every ground-truth case; missing predictions count as misses unless ``allow_missing``.
 
@@ -129,14 +170,23 @@ def evaluate_folders(
     both files of a case becomes a ``both_empty`` row, so each mean states how many cases it is over).
     ``lesions``: options of :func:`segbalance.evaluation.lesions.evaluate_lesions` (``connectivity``,
     ``matching``, ``iou_threshold``, ``size_bins_mm3``, and ``labels``: the classes to score per lesion,
-    default all scored classes); ``None`` skips the lesion metrics.
+    default all scored classes); ``None`` skips the lesion metrics. ``scores_dir`` with ``detection``
+    (``labels``, ``score_floor``, ``hit_iou``, ``connectivity``): score maps of the same cases
+    (:mod:`.scores`) scored by :func:`segbalance.evaluation.detection.detect_case`; a case without a score
+    map counts as one without candidates and is listed in ``missing_scores``.
     """
     gts = volumes_by_case(gt_dir, "ground-truth")
     preds = volumes_by_case(pred_dir, "prediction")
     missing = sorted(set(gts) - set(preds))
     extra = sorted(set(preds) - set(gts))
     todo = [c for c in sorted(gts) if c in preds or not allow_missing]
-    tasks = [(c, gts[c], preds.get(c), labels, nsd_tolerance, use_subvoxels, lesions) for c in todo]
+    scores: dict = {}
+    if detection is not None:
+        from segbalance.evaluation.scores import score_files_by_case
+
+        scores = score_files_by_case(scores_dir)
+    tasks = [(c, gts[c], preds.get(c), labels, nsd_tolerance, use_subvoxels, lesions, scores.get(c),
+              detection) for c in todo]
     from tqdm import tqdm
 
     if jobs > 1 and len(tasks) > 1:
@@ -148,14 +198,18 @@ def evaluate_folders(
     else:
         bar = tqdm(tasks, disable=not progress, desc=f"evaluate {Path(pred_dir).name}")
         results = [_evaluate_pair(t) for t in bar]
-    rows = [r for case_rows, _, _ in results for r in case_rows]
-    l_cases = [r for _, case_rows, _ in results for r in case_rows]
-    l_rows = [r for _, _, case_rows in results for r in case_rows]
+    rows = [r for res in results for r in res["rows"]]
+    l_cases = [r for res in results for r in res["lesion_cases"]]
+    l_rows = [r for res in results for r in res["lesions"]]
+    dets = [r for res in results for r in res["detections"]]
+    spacing = {c: res["spacing"] for c, res in zip(todo, results)}
     if labels is None:
         rows = _fill_absent_labels(rows, [c for c in todo])
         if lesions is not None:
             l_cases = _fill_absent_lesion_labels(l_cases, rows, lesions.get("labels"))
-    return FolderResult(rows=rows, missing=missing, extra=extra, lesion_cases=l_cases, lesions=l_rows)
+    return FolderResult(rows=rows, missing=missing, extra=extra, lesion_cases=l_cases, lesions=l_rows,
+                        detections=dets, spacing=spacing,
+                        missing_scores=sorted(c for c in todo if detection is not None and c not in scores))
 
 
 def _fill_absent_lesion_labels(l_cases: list[dict], rows: list[dict], lesion_labels) -> list[dict]:

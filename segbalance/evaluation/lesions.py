@@ -27,7 +27,13 @@ Definitions (sources in docs/evaluation.md, "Lesion-level metrics"):
   component score Dice 0, NSD 0, HD95 = the image diagonal in mm (the penalty the voxel metrics give a
   missed class, :func:`segbalance.evaluation.metrics.image_diagonal_mm`).
 * **Sensitivity per size bin**: GT lesions binned by volume with edges ``size_bins_mm3`` (default 100 and
-  1000 mm³): ``v < 100``, ``100 <= v < 1000``, ``v >= 1000`` (panoptica's ``recall_by_volume`` convention).
+  1000 mm³): ``v < 100``, ``100 <= v < 1000``, ``v >= 1000`` (panoptica's ``recall_by_volume`` convention);
+  volumes are voxel counts times the voxel volume in float64, compared with the edges after a relative
+  1e-9 allowance, so rounding of the spacing product cannot move a lesion of exactly 100 mm³ below 100.
+* **Per-component Dice / NSD** (``cc_dice``, ``cc_nsd``; CC-Metrics, :mod:`.components`): each GT
+  component's Dice and NSD inside its Voronoi region, averaged over the components of the case.
+* An unmatched lesion or component reports as ``iou`` its best IoU with any overlapping component of the
+  other side (0 when it overlaps none), so a near miss is visible; its Dice and NSD stay 0 (a miss).
 
 Per-pair HD95 and NSD use :func:`pair_surface_distances` (MONAI's edges and distances, checked equal to
 :func:`segbalance.evaluation.metrics.surface_distances`) on the bounding box of the pair; the overlaps of
@@ -46,6 +52,7 @@ from segbalance.evaluation.metrics import (
     _check_inputs,
     _quantile,
     _tolerance_for,
+    edge_distances,
     image_diagonal_mm,
 )
 
@@ -56,8 +63,8 @@ _IN_PLANE = {6: 4, 18: 8, 26: 8}  # a 3D neighbourhood restricted to one plane, 
 
 #: per (case, class) lesion metrics, in CSV column order (size-bin columns follow, see :func:`bin_names`)
 CASE_FIELDS = ("label", "flag", "n_gt", "n_pred", "tp", "fp", "fn", "sensitivity", "precision", "f1", "rq",
-               "sq", "pq", "lesion_dice", "lesion_hd95", "lesion_nsd", "fp_components", "fp_volume_mm3",
-               "fn_components", "fn_volume_mm3")
+               "sq", "pq", "lesion_dice", "lesion_hd95", "lesion_nsd", "cc_dice", "cc_nsd", "fp_components",
+               "fp_volume_mm3", "fn_components", "fn_volume_mm3")
 #: per lesion (a GT lesion, or a predicted component left unmatched)
 LESION_FIELDS = ("label", "kind", "id", "voxels", "volume_mm3", "size_bin", "centroid_zyx", "matched",
                  "match_id", "iou", "dice", "hd95", "nsd", "overlaps")
@@ -185,23 +192,11 @@ def pair_surface_distances(gm: np.ndarray, pm: np.ndarray, spacing) -> tuple[np.
     """Directed edge-to-edge distances (mm, float32) of two non-empty masks: ``(d(P->G), d(G->P))``.
 
     The same numbers as MONAI 1.6's ``get_edge_surface_distance`` on CPU (:func:`.metrics.surface_distances`):
-    edges are ``mask XOR binary_erosion(mask)`` (scipy's cross-shaped element, outside = background) and
-    each edge voxel's distance is to the nearest edge voxel of the other mask (a KD-tree on coordinates
-    scaled by the spacing). Without MONAI's tensor and cropping overhead, which dominates on the small
-    bounding boxes of single lesions; equality is checked in tests/test_evaluation_lesions.py.
+    :func:`segbalance.evaluation.metrics.edge_distances` (MONAI's edges, a KD-tree on coordinates scaled by
+    the spacing), without MONAI's tensor and cropping overhead, which dominates on the small bounding boxes
+    of single lesions; equality is checked in tests/test_evaluation_lesions.py.
     """
-    from scipy.ndimage import binary_erosion
-    from scipy.spatial import KDTree
-
-    scale = np.asarray(spacing, dtype=np.float64)
-    pts = []
-    for m in (pm, gm):
-        edge = m & ~binary_erosion(m)
-        pts.append(np.argwhere(edge).astype(np.float64) * scale)
-    p_pts, g_pts = pts
-    d_pg = KDTree(g_pts, leafsize=32).query(p_pts, k=1)[0].astype(np.float32)
-    d_gp = KDTree(p_pts, leafsize=32).query(g_pts, k=1)[0].astype(np.float32)
-    return d_pg, d_gp
+    return edge_distances(pm, gm, spacing)
 
 
 def _pair_surface(gm: np.ndarray, pm: np.ndarray, spacing, tol: float,
@@ -307,11 +302,16 @@ def _evaluate_class(pm, gm, label, spacing, voxel_mm3, diag, tol, connectivity, 
     inter_of = {(g, p): (i, iou) for g, p, i, iou in m.pairs}
     g_overlaps = np.zeros(n_g + 1, bool)
     p_overlaps = np.zeros(n_p + 1, bool)
-    for g, p, _, _ in m.pairs:
+    g_best = np.zeros(n_g + 1)
+    p_best = np.zeros(n_p + 1)
+    for g, p, _, iou in m.pairs:
         g_overlaps[g] = p_overlaps[p] = True
+        g_best[g], p_best[p] = max(g_best[g], iou), max(p_best[p], iou)
 
     def size_bin(vol: float) -> str:
-        return names[int(np.searchsorted(edges, vol, side="right"))]
+        # relative allowance: float rounding of voxels x prod(spacing) must not move a lesion of exactly an
+        # edge's volume (100 mm³) into the bin below
+        return names[int(np.searchsorted(edges, vol * (1 + 1e-9), side="right"))]
 
     def centroid(stat, i) -> list[float]:
         return [round(float(v), 2) for v in np.asarray(stat["centroids"][i]) + offset]
@@ -332,7 +332,7 @@ def _evaluate_class(pm, gm, label, spacing, voxel_mm3, diag, tol, connectivity, 
             row.update(iou=iou, dice=float(dice), hd95=hd, nsd=nsd)
             ious.append(iou)
         else:
-            row.update(iou=0.0, dice=0.0, hd95=diag, nsd=0.0)
+            row.update(iou=float(g_best[g]), dice=0.0, hd95=diag, nsd=0.0)
         dices.append(row["dice"])
         hds.append(row["hd95"])
         nsds.append(row["nsd"])
@@ -343,7 +343,8 @@ def _evaluate_class(pm, gm, label, spacing, voxel_mm3, diag, tol, connectivity, 
         vol = float(p_vox[p]) * voxel_mm3
         rows.append({"label": label, "kind": "pred", "id": p, "voxels": int(p_vox[p]), "volume_mm3": vol,
                      "size_bin": size_bin(vol), "centroid_zyx": centroid(p_stat, p), "matched": False,
-                     "match_id": 0, "overlaps": bool(p_overlaps[p]), "iou": 0.0, "dice": 0.0, "hd95": diag,
+                     "match_id": 0, "overlaps": bool(p_overlaps[p]), "iou": float(p_best[p]), "dice": 0.0,
+                     "hd95": diag,
                      "nsd": 0.0})
         dices.append(0.0)
         hds.append(diag)
@@ -351,6 +352,9 @@ def _evaluate_class(pm, gm, label, spacing, voxel_mm3, diag, tol, connectivity, 
 
     tp = int(np.count_nonzero(m.gt_match[1:]))
     fn, fp = n_g - tp, n_p - tp
+    from segbalance.evaluation.components import per_component_metrics
+
+    cc = per_component_metrics(pm, gm, spacing, tol, connectivity)
     flag = ("both_empty" if not (n_g or n_p) else "missed" if not n_p
             else "false_positive" if not n_g else "ok")
     fp_free = [p for p in range(1, n_p + 1) if not p_overlaps[p]]
@@ -364,6 +368,7 @@ def _evaluate_class(pm, gm, label, spacing, voxel_mm3, diag, tol, connectivity, 
         "lesion_dice": float(np.mean(dices)) if dices else nan,
         "lesion_hd95": float(np.mean(hds)) if hds else nan,
         "lesion_nsd": float(np.mean(nsds)) if nsds else nan,
+        "cc_dice": cc["cc_dice"], "cc_nsd": cc["cc_nsd"],
         "fp_components": len(fp_free), "fp_volume_mm3": float(p_vox[fp_free].sum()) * voxel_mm3,
         "fn_components": len(fn_free), "fn_volume_mm3": float(g_vox[fn_free].sum()) * voxel_mm3,
     }

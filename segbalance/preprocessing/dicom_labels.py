@@ -15,9 +15,12 @@ RTSTRUCT contours (``CLOSED_PLANAR``, patient coordinates in mm) are mapped thro
 orientation, origin and spacing to continuous voxel indices; each must lie in one image slice (within a
 quarter of the slice spacing). A voxel belongs to a ROI when its centre lies inside an odd number of the
 ROI's contours on that slice (:func:`even_odd_fill`: the even-odd rule, so contours combine by XOR and
-inner contours cut holes). SEG frames are placed by their ``ImagePositionPatient`` on the image grid (same
-orientation, pixel spacing and in-plane origin required, slices matched to 1 % of the spacing), which
-reads them back voxel-exactly. :func:`write_rtstruct` writes masks as RTSTRUCT contours (tests, demos).
+inner contours cut holes) **or on one of them** (within :data:`BOUNDARY_TOLERANCE` of a pixel;
+:func:`fill_contours`): contours drawn through the centres of the boundary voxels (rt-utils, OpenCV- and
+highdicom-based tools; one- and two-point contours of a tiny structure included) read back exactly.
+SEG frames are placed by their ``ImagePositionPatient`` on the image grid (same orientation, pixel
+spacing and in-plane origin required, slices matched to 1 % of the spacing), which reads them back
+voxel-exactly. :func:`write_rtstruct` writes masks as RTSTRUCT contours (tests, demos).
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ __all__ = [
     "read_dicom_label",
     "rasterize_rtstruct",
     "even_odd_fill",
+    "boundary_pixels",
+    "fill_contours",
+    "BOUNDARY_TOLERANCE",
     "read_seg",
     "write_rtstruct",
 ]
@@ -246,6 +252,60 @@ def even_odd_fill(polygons: list[np.ndarray], shape: tuple[int, int]) -> np.ndar
     return (np.cumsum(count[:, :nx], axis=1) % 2).astype(bool)
 
 
+#: A voxel centre within this distance (in pixels, i.e. this fraction of the pixel spacing) of a contour
+#: lies *on* it and is inside. Contours written to 0.01 mm on 0.5 mm pixels are off by up to 0.01 pixel.
+BOUNDARY_TOLERANCE = 0.02
+
+
+def boundary_pixels(polygons: list[np.ndarray], shape: tuple[int, int],
+                    tolerance: float = BOUNDARY_TOLERANCE) -> np.ndarray:
+    """Pixels whose centre lies on a closed polygon's outline (within ``tolerance`` pixels): the vertices and
+    edges of each ``(n, 2)`` array of ``(row, col)`` indices, a one- or two-point "polygon" included.
+
+    Vectorised over edges: each edge is sampled where it crosses a pixel-centre row and where it crosses a
+    pixel-centre column (its end points clipped in); a sample within ``tolerance`` of a centre in both
+    coordinates marks that centre. Every centre within ``tolerance / sqrt(2)`` of an edge is found.
+    """
+    ny, nx = shape
+    out = np.zeros(shape, dtype=bool)
+    for poly in polygons:
+        p0 = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
+        if not len(p0):
+            continue
+        p1 = np.roll(p0, -1, axis=0)
+        for axis in (0, 1):  # samples at integer rows, then at integer columns
+            a0, a1 = p0[:, axis], p1[:, axis]
+            lo = np.ceil(np.minimum(a0, a1) - tolerance).astype(np.int64)
+            hi = np.floor(np.maximum(a0, a1) + tolerance).astype(np.int64)
+            n = np.maximum(hi - lo + 1, 0)
+            if not n.any():
+                continue
+            edge = np.repeat(np.arange(len(p0)), n)
+            at = lo[edge] + (np.arange(edge.size) - np.repeat(np.cumsum(n) - n, n))
+            da = a1[edge] - a0[edge]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t = np.where(da != 0, (at - a0[edge]) / da, 0.0)
+            t = np.clip(t, 0.0, 1.0)
+            pts = p0[edge] + t[:, None] * (p1[edge] - p0[edge])
+            centre = np.round(pts)
+            hit = np.all(np.abs(pts - centre) <= tolerance, axis=1)
+            r, c = centre[hit, 0].astype(np.int64), centre[hit, 1].astype(np.int64)
+            keep = (r >= 0) & (r < ny) & (c >= 0) & (c < nx)
+            out[r[keep], c[keep]] = True
+    return out
+
+
+def fill_contours(polygons: list[np.ndarray], shape: tuple[int, int],
+                  tolerance: float = BOUNDARY_TOLERANCE) -> np.ndarray:
+    """The RTSTRUCT rasterization rule for the contours of one ROI on one slice: a pixel is inside when its
+    centre lies inside an odd number of the contours (:func:`even_odd_fill`, so inner contours cut holes)
+    **or on any contour** (:func:`boundary_pixels`), as rt-utils, plastimatch and the tools whose contours
+    run through the centres of the boundary pixels expect."""
+    polygons = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in polygons]
+    mask = even_odd_fill([p for p in polygons if len(p) >= 3], shape)
+    return mask | boundary_pixels(polygons, shape, tolerance)
+
+
 def rasterize_rtstruct(ds: pydicom.Dataset, reference: Volume, label_map: dict[int, str],
                        path: str | os.PathLike = "RTSTRUCT") -> np.ndarray:
     """Label array (z, y, x) on ``reference``'s grid from an RTSTRUCT dataset (see the module docstring)."""
@@ -267,7 +327,7 @@ def rasterize_rtstruct(ds: pydicom.Dataset, reference: Volume, label_map: dict[i
             if str(contour.get("ContourGeometricType", "CLOSED_PLANAR")).upper() != "CLOSED_PLANAR":
                 continue  # POINT / OPEN_PLANAR / OPEN_NONPLANAR enclose no area
             points = _contour_points(contour)
-            if len(points) < 3:
+            if not len(points):
                 continue
             ijk = (points - origin) @ a.T
             k = float(np.mean(ijk[:, 2]))
@@ -284,7 +344,7 @@ def rasterize_rtstruct(ds: pydicom.Dataset, reference: Volume, label_map: dict[i
             per_slice.setdefault(kk, []).append(ijk[:, [1, 0]])  # (row, col)
         mask = np.zeros(reference.shape, dtype=bool)
         for kk, polygons in per_slice.items():
-            mask[kk] = even_odd_fill(polygons, (ny, nx))
+            mask[kk] = fill_contours(polygons, (ny, nx))
         masks[value] = mask
     return _paint(masks, reference.shape)
 

@@ -4,7 +4,7 @@ Each real CT/MR volume (``$SEGBALANCE_REAL_DATA``, default the cropped copies in
 recorded figures used the full-size pyradiomics cases) is written as an int16 DICOM series twice, axis
 aligned and tilted (rotated 10°/-15°/30° and flipped in x, y); its lesion mask and an intensity-threshold
 "Body" mask (with holes: lungs, ventricles) are written as RTSTRUCT contours by
-:func:`segbalance.preprocessing.dicom_labels.write_rtstruct`, then rasterized back by each library and
+:func:`segbalance.io.rtstruct.write_rtstruct`, then rasterized back by each library and
 compared with the original masks (Dice per structure, voxels differing) and timed.
 
 rt-utils and dcmrtstruct2nii are not segbalance dependencies; install them anywhere on ``PYTHONPATH``
@@ -29,10 +29,11 @@ from _common import RESULTS, environment
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from segbalance.preprocessing.dicom import read_dicom_series, write_dicom_series
-from segbalance.preprocessing.dicom_labels import read_dicom_label, write_rtstruct
-from segbalance.preprocessing.io import read_volume
-from segbalance.preprocessing.volume import Volume
+from segbalance.io.dicom import read_dicom_series, write_dicom_series
+from segbalance.io.dicom_labels import read_dicom_label
+from segbalance.io.rtstruct import write_rtstruct
+from segbalance.io.volume import Volume
+from segbalance.io.volumes import read_volume
 
 REAL = Path(os.environ.get("SEGBALANCE_REAL_DATA", Path(__file__).resolve().parents[1] / "tests/data/real"))
 

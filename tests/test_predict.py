@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from test_dicom_labels import dice, lesion_crop, make_dicom_case, real_dir
 
-from segbalance.preprocessing.io import read_volume, write_volume
-from segbalance.preprocessing.volume import Volume
+from segbalance.io.volume import Volume
+from segbalance.io.volumes import read_volume, write_volume
 from segbalance.training import TrainConfig, load_model, train
 from segbalance.training.predict import find_inputs, predict_folder, predict_volume
 
@@ -102,7 +102,8 @@ def test_hospital_round_trip_rtstruct_to_dicom_seg(tmp_path):
     read back -> evaluate against the original masks."""
     from segbalance.cli import main
     from segbalance.evaluation.metrics import evaluate_case
-    from segbalance.preprocessing.dicom_labels import read_dicom_label, write_rtstruct
+    from segbalance.io.dicom_labels import read_dicom_label
+    from segbalance.io.rtstruct import write_rtstruct
 
     src = tmp_path / "hospital"
     (src / "labels").mkdir(parents=True)

@@ -18,14 +18,14 @@ from PIL import Image
 
 from segbalance.cli import main
 from segbalance.errors import UserError
-from segbalance.preprocessing.dicom import write_dicom_series
-from segbalance.preprocessing.io import read_volume, write_volume
+from segbalance.io.dicom import write_dicom_series
+from segbalance.io.volume import Volume
+from segbalance.io.volumes import read_volume, write_volume
 from segbalance.preprocessing.nnunet import convert_to_nnunet, parse_label_map
 from segbalance.preprocessing.pairing import CaseError, check_geometry, check_label, find_cases
 from segbalance.preprocessing.patches import convert_to_patches, grid_starts
 from segbalance.preprocessing.runs import OutputFolder
 from segbalance.preprocessing.slices import Window, convert_to_slices, window_intensities
-from segbalance.preprocessing.volume import Volume
 
 SHAPE = (6, 20, 24)
 SPACING = (3.0, 0.9, 0.8)

@@ -10,15 +10,11 @@ import pydicom
 import pytest
 from pydicom.sequence import Sequence
 
-from segbalance.preprocessing.dicom import read_dicom_series, write_dicom_series
-from segbalance.preprocessing.dicom_labels import (
-    boundary_pixels,
-    fill_contours,
-    rasterize_rtstruct,
-    read_dicom_label,
-)
-from segbalance.preprocessing.io import read_volume
-from segbalance.preprocessing.volume import Volume
+from segbalance.io.dicom import read_dicom_series, write_dicom_series
+from segbalance.io.dicom_labels import read_dicom_label
+from segbalance.io.rtstruct import boundary_pixels, fill_contours, rasterize_rtstruct
+from segbalance.io.volume import Volume
+from segbalance.io.volumes import read_volume
 
 REAL = Path(__file__).resolve().parent / "data" / "real"
 # the study attributes rt-utils copies into what it writes

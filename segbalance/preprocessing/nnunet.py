@@ -43,9 +43,9 @@ NNUNET_FILE_ENDINGS = (".nii.gz", ".mha", ".nrrd", ".nii")
 def parse_label_map(text: str | None) -> dict[int, str] | None:
     """``"0=background,1=organ,2=lesion"`` -> ``{0: "background", 1: "organ", 2: "lesion"}``: the
     ``VALUE=NAME`` syntax of every ``--label-map``
-    (:func:`~segbalance.preprocessing.dicom_labels.parse_name_map`), plus nnU-Net's rules: names unique,
+    (:func:`~segbalance.io.dicom_common.parse_name_map`), plus nnU-Net's rules: names unique,
     background value 0 named."""
-    from segbalance.preprocessing.dicom_labels import parse_name_map
+    from segbalance.io.dicom_common import parse_name_map
 
     if text is None or text == "":
         return None

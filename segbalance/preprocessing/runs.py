@@ -87,7 +87,7 @@ def process_pool(jobs: int) -> ProcessPoolExecutor:
 def find_source_cases(src: str | os.PathLike, label_map: dict[int, str] | None = None) -> list:
     """:func:`~segbalance.preprocessing.pairing.find_cases`, refusing a source without any case; each case
     carries ``label_map`` (naming DICOM-SEG segments / RTSTRUCT ROIs, :func:`~.pairing.load_case`)."""
-    from segbalance.preprocessing.io import VOLUME_EXTENSIONS
+    from segbalance.io.volumes import VOLUME_EXTENSIONS
     from segbalance.preprocessing.pairing import find_cases
 
     cases = find_cases(src)
@@ -101,7 +101,7 @@ def find_source_cases(src: str | os.PathLike, label_map: dict[int, str] | None =
 
 def require_3d_images(cases: Iterable, job: str) -> None:
     """Refuse (one line naming the file) a case whose image is 2D, reading only file headers."""
-    from segbalance.preprocessing.io import image_dimension
+    from segbalance.io.volumes import image_dimension
 
     for case in cases:
         path = case.images[0]
@@ -120,7 +120,7 @@ def _case_paths(case: Any) -> list[Path]:
 def case_fingerprint(case: Any, src: str | os.PathLike) -> list[list]:
     """``[relative path, size, mtime_ns]`` of every file a case is read from (an MHD's data file and each
     file of a DICOM folder included): a changed, added or removed source file changes it."""
-    from segbalance.preprocessing.io import source_files
+    from segbalance.io.volumes import source_files
 
     src = Path(src)
     out = []
@@ -169,7 +169,7 @@ class CaseOutputs:
         return atomic_save_npz(self.path(rel), compress=compress, **arrays)
 
     def write_volume(self, rel: str, volume: Any) -> Path:
-        from segbalance.preprocessing.io import write_volume
+        from segbalance.io.volumes import write_volume
 
         return write_volume(volume, self.path(rel))
 

@@ -2,7 +2,7 @@
 axis, intensity-windowed to ``[0, 1]``, resized to a fixed size (e.g. 224x224); labels resized with
 nearest neighbour. Written as PNG (8- or 16-bit) or NPZ (float32), with a manifest of every slice.
 
-Slices are taken in the array frame ``(z, y, x)`` of :class:`~segbalance.preprocessing.io.Volume`
+Slices are taken in the array frame ``(z, y, x)`` of :class:`~segbalance.io.volumes.Volume`
 (``axial`` = axis 0, ``coronal`` = 1, ``sagittal`` = 2), without reorienting to a patient frame.
 """
 
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from segbalance.io.volume import Volume
 from segbalance.preprocessing.pairing import Case, CaseError, load_case
 from segbalance.preprocessing.runs import (
     CaseOutputs,
@@ -26,7 +27,6 @@ from segbalance.preprocessing.runs import (
     run_cases,
     write_manifest,
 )
-from segbalance.preprocessing.volume import Volume
 
 __all__ = ["Window", "parse_window", "window_intensities", "resize_slice", "volume_to_slices",
            "convert_to_slices", "AXES"]

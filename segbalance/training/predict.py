@@ -5,7 +5,7 @@ overlap, Gaussian blending). 2D models: each axial slice resized to the training
 logits resized back before the argmax. Mixed precision (``torch.autocast``) on CUDA, float32 elsewhere.
 
 :func:`predict_folder` (``segbalance predict``) reads NIfTI/MHD/NRRD files or DICOM series with
-:func:`~segbalance.preprocessing.io.read_volume`, predicts on the input's own grid (no resampling; the
+:func:`~segbalance.io.volumes.read_volume`, predicts on the input's own grid (no resampling; the
 model trains at native spacing too) and writes label volumes with the input's spacing, origin and
 direction as NIfTI (``<case>.nii.gz``), DICOM-SEG or RTSTRUCT (``<case>.dcm``, referencing the source
 series). With ``jobs >= 1`` the next input is read and the previous prediction written in threads while the
@@ -53,7 +53,7 @@ def predict_volume(model, info: dict, image: np.ndarray, batch_size: int = 16, *
                    overlap: float = 0.5, progress: bool = False) -> np.ndarray:
     """Label map (z, y, x) uint8 of ``image`` ((z, y, x) or (1, z, y, x)) from a trained model.
 
-    ``info`` is the checkpoint's info (:func:`~segbalance.training.engine.load_model`): dim, size, ct.
+    ``info`` is the checkpoint's info (:func:`~segbalance.training.model.load_model`): dim, size, ct.
     ``amp``: autocast on CUDA (default: on for CUDA, always off elsewhere).
     """
     import torch
@@ -98,7 +98,7 @@ def find_inputs(src: str | os.PathLike) -> list[tuple[str, Path]]:
     sub-folders, or a dataset root (``images/`` + ``labels/``, ``imagesTr``/``imagesTs``), whose test cases
     (images without a label) are taken. A ``_0000`` channel suffix is dropped from the case id.
     """
-    from segbalance.preprocessing.io import VOLUME_EXTENSIONS, case_id
+    from segbalance.io.volumes import VOLUME_EXTENSIONS, case_id
     from segbalance.preprocessing.pairing import _split_channel, find_cases
 
     src = Path(src)
@@ -134,8 +134,8 @@ def find_inputs(src: str | os.PathLike) -> list[tuple[str, Path]]:
 
 def _fingerprint(path: Path) -> list:
     """Size + mtime of a file and of its data file (an MHD's ``.raw``, a detached NRRD's), or file count +
-    total size + newest mtime of a folder (:func:`~segbalance.preprocessing.io.source_files`)."""
-    from segbalance.preprocessing.io import source_files
+    total size + newest mtime of a folder (:func:`~segbalance.io.volumes.source_files`)."""
+    from segbalance.io.volumes import source_files
 
     try:
         files = [f.stat() for f in source_files(path)]
@@ -198,8 +198,8 @@ def predict_folder(
     """
     from tqdm.auto import tqdm
 
-    from segbalance.preprocessing.dicom_labels import parse_name_map
-    from segbalance.training.engine import load_model
+    from segbalance.io.dicom_common import parse_name_map
+    from segbalance.training.model import load_model
 
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
@@ -241,7 +241,7 @@ def predict_folder(
     parameters = {"loss": str(info.get("loss", "")), "checkpoint": checkpoint.name}
 
     def read(path: Path):
-        from segbalance.preprocessing.io import read_volume
+        from segbalance.io.volumes import read_volume
 
         t = time.perf_counter()
         volume = read_volume(path)
@@ -249,7 +249,7 @@ def predict_folder(
             raise ValueError(f"{path}: expected a 3D volume, got shape {volume.shape}")
         headers = None
         if fmt in DICOM_FORMATS:
-            from segbalance.preprocessing.dicom import read_series_headers
+            from segbalance.io.dicom import read_series_headers
 
             headers = read_series_headers(path)
         return volume, headers, time.perf_counter() - t
@@ -257,11 +257,11 @@ def predict_folder(
     def write(path: Path, volume, headers, label: np.ndarray, out: Path, marker: Path, record: dict) -> float:
         t = time.perf_counter()
         if fmt == "dicom-seg":
-            from segbalance.preprocessing.dicom_seg import write_dicom_seg
+            from segbalance.io.dicom_seg import write_dicom_seg
 
             write_dicom_seg(label, path, out, label_map=names, parameters=parameters, headers=headers)
         elif fmt == "rtstruct":
-            from segbalance.preprocessing.dicom_labels import write_rtstruct
+            from segbalance.io.rtstruct import write_rtstruct
 
             values = sorted(v for v in (names or {}) if v) or sorted(
                 int(v) for v in np.unique(label) if v) or [1]
@@ -271,7 +271,7 @@ def predict_folder(
             masks = {(names or {}).get(v, f"label_{v}"): label == v for v in values}
             write_rtstruct(masks, path, out, headers=headers, label=f"segbalance {parameters['loss']}"[:16])
         else:
-            from segbalance.preprocessing.io import write_volume
+            from segbalance.io.volumes import write_volume
 
             write_volume(volume.with_array(label), out)
         atomic_write_text(marker, json.dumps(record))

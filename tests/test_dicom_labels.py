@@ -227,6 +227,9 @@ def test_convert_nnunet_slices_patches_with_dicom_labels(tmp_path):
     src = str(tmp_path / "src")
     rc = main(["convert", "nnunet", src, str(tmp_path / "nn"), "--dataset-id", "7", "--name", "Hosp",
                "--label-map", "0=background,1=BODY,2=gtv", "--no-progress"])
+    assert rc == 2  # a CT and an MR series in one channel: nnU-Net would normalise them alike
+    rc = main(["convert", "nnunet", src, str(tmp_path / "nn"), "--dataset-id", "7", "--name", "Hosp",
+               "--label-map", "0=background,1=BODY,2=gtv", "--channel-names", "CT", "--no-progress"])
     assert rc == 0
     ds = tmp_path / "nn" / "Dataset007_Hosp"
     for cid, (image, masks) in cases.items():
@@ -324,3 +327,25 @@ def test_slice_cut_inside_its_header_is_reported_as_damaged(tmp_path):
     victim.write_bytes(victim.read_bytes()[:300])
     with pytest.raises(ValueError, match=rf"{victim.name}: damaged or truncated DICOM file"):
         read_dicom_series(tmp_path / "breast1")
+
+
+def test_convert_names_the_channel_by_the_series_modality(tmp_path, capsys):
+    """The issue's case: an MR series converted to nnU-Net got the channel name CT."""
+    import json
+
+    from segbalance.cli import main
+
+    image, masks = make_dicom_case("brain1", tmp_path / "src" / "images", name="mr1")
+    (tmp_path / "src" / "labels").mkdir()
+    write_rtstruct({"GTV": masks["GTV"]}, tmp_path / "src" / "images" / "mr1",
+                   tmp_path / "src" / "labels" / "mr1.dcm")
+    assert main(["convert", "nnunet", str(tmp_path / "src"), str(tmp_path / "nn"), "--dataset-id", "8",
+                 "--name", "Mr", "--label-map", "0=background,1=GTV", "--no-progress"]) == 0
+    meta = json.loads((tmp_path / "nn" / "Dataset008_Mr" / "dataset.json").read_text())
+    assert meta["channel_names"] == {"0": "MR"}
+    make_dicom_case("lung1", tmp_path / "src" / "images", crop=lesion_crop("lung1", (8, 40, 40)), name="ct1")
+    capsys.readouterr()
+    assert main(["convert", "nnunet", str(tmp_path / "src"), str(tmp_path / "nn2"), "--dataset-id", "8",
+                 "--name", "Mr", "--label-map", "0=background,1=GTV", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "different modalities: CT (e.g. case ct1), MR (e.g. case mr1)" in err and "--channel-names" in err

@@ -26,7 +26,7 @@ from segbalance.io.dicom_common import check_dicom_complete  # noqa: E402
 from segbalance.io.volume import Volume  # noqa: E402
 
 __all__ = ["SliceHeader", "list_series", "read_dicom_series", "read_dicom_file", "write_dicom_series",
-           "read_series_headers", "headers_geometry"]
+           "read_series_headers", "headers_geometry", "series_modality"]
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,26 @@ def _series_slices(folder: Path, series_uid: str | None, spacing_tolerance: floa
     if series_uid not in series:
         raise ValueError(f"{folder}: no series with SeriesInstanceUID {series_uid}; found {sorted(series)}")
     return _sorted_slices(series[series_uid], spacing_tolerance)
+
+
+def series_modality(path: str | os.PathLike) -> str | None:
+    """The ``Modality`` (``"CT"``, ``"MR"``, ``"PT"``, ...) of the DICOM series folder or file at ``path``,
+    from the first image slice's header; ``None`` for a NIfTI/MHD/NRRD file or a series without one."""
+    p = Path(path)
+    if p.is_file():
+        files = [p] if p.suffix.lower() == ".dcm" else []
+    elif p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+    else:
+        files = []
+    for f in files:
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["Modality", "Rows"])
+        except Exception:  # not DICOM or damaged: the series read reports it
+            continue
+        if "Rows" in ds and str(ds.get("Modality", "")).strip():
+            return str(ds.Modality).strip().upper()
+    return None
 
 
 def read_dicom_series(

@@ -96,7 +96,10 @@ def find_inputs(src: str | os.PathLike) -> list[tuple[str, Path]]:
 
     ``src`` is a volume file, a DICOM series folder, a folder of volume files and/or DICOM series
     sub-folders, or a dataset root (``images/`` + ``labels/``, ``imagesTr``/``imagesTs``), whose test cases
-    (images without a label) are taken. A ``_0000`` channel suffix is dropped from the case id.
+    (images without a label) are taken. A ``_0000`` channel suffix is dropped from the case id. The case id
+    is the file or sub-folder name; a DICOM series given on its own is named from its headers
+    (:func:`segbalance.io.naming.case_output_name`: ``<PatientID>_<StudyDate>_<SeriesDescription>`` or the
+    series UID), never after its folder.
     """
     from segbalance.io.volumes import VOLUME_EXTENSIONS, case_id
     from segbalance.preprocessing.pairing import _split_channel, find_cases
@@ -121,8 +124,10 @@ def find_inputs(src: str | os.PathLike) -> list[tuple[str, Path]]:
                and not e.name.lower().endswith(".dcm")]
     folders = [e for e in entries if e.is_dir()]
     dicom_files = [e for e in entries if e.is_file() and e not in volumes]
-    if not volumes and not folders and dicom_files:
-        return [(src.name, src)]  # src is itself one DICOM series
+    if not volumes and not folders and dicom_files:  # src is itself one DICOM series: named from its headers
+        from segbalance.io.naming import case_output_name
+
+        return [(case_output_name(src), src)]
     out = [(_split_channel(case_id(p))[0], p) for p in volumes + folders]
     seen: dict[str, Path] = {}
     for cid, p in out:
@@ -144,6 +149,35 @@ def _fingerprint(path: Path) -> list:
     if path.is_file():
         return [v for st in files for v in (st.st_size, st.st_mtime_ns)]
     return [len(files), sum(s.st_size for s in files), max((s.st_mtime_ns for s in files), default=0)]
+
+
+def _recorded_source(dst: Path, cid: str) -> str | None:
+    try:
+        return json.loads((dst / STATE / f"{cid}.json").read_text()).get("source")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _distinct_outputs(inputs: list[tuple[str, Path]], dst: Path, ext: str,
+                      overwrite: bool) -> list[tuple[str, Path]]:
+    """``inputs`` with each case id made unique in ``dst``: a name another input of this run already took,
+    or whose output exists and belongs to another source (its record names another input; without a record
+    it is not ours, kept unless ``overwrite``), gets ``_<suffix>``
+    (:func:`~segbalance.io.naming.unique_suffix`), so no case's output replaces another's."""
+    from segbalance.io.naming import unique_suffix
+
+    taken: set[str] = set()
+    out = []
+    for cid, path in inputs:
+        source = str(path.resolve())
+        recorded = _recorded_source(dst, cid)
+        exists = (dst / f"{cid}{ext}").exists()
+        foreign = exists and (recorded != source if recorded is not None else not overwrite)
+        if cid in taken or foreign:
+            cid = f"{cid}_{unique_suffix(path)}"
+        taken.add(cid)
+        out.append((cid, path))
+    return out
 
 
 @dataclass
@@ -224,7 +258,7 @@ def predict_folder(
     ckpt_fp = _fingerprint(checkpoint)
     report = PredictReport()
     todo = []
-    for cid, path in inputs:
+    for cid, path in _distinct_outputs(inputs, dst, ext, overwrite):
         out = dst / f"{cid}{ext}"
         record = {"source": str(path.resolve()), "source_fp": _fingerprint(path),
                   "checkpoint": str(checkpoint.resolve()), "checkpoint_fp": ckpt_fp, "format": fmt,

@@ -29,6 +29,7 @@ from segbalance.preprocessing.pairing import Case, CaseError, load_case
 from segbalance.preprocessing.runs import (
     CaseOutputs,
     ConversionReport,
+    NewFolders,
     OutputFolder,
     find_source_cases,
     prepare_destination,
@@ -173,17 +174,19 @@ def convert_to_nnunet(
         channel_names = channel_names_from_modality(cases, n_ch)
     if len(channel_names) != n_ch:
         raise ValueError(f"channel_names {channel_names} must have one name per channel ({n_ch})")
-    prepare_destination(dst, [src])
-    config = {"converter": "nnunet", "dataset": folder, "file_ending": file_ending, "label_map": lmap,
-              "channel_names": channel_names}
-    with OutputFolder(Path(dst) / folder, config, overwrite=overwrite, source=src) as out:
-        report = run_cases(cases, convert_case_to_nnunet, out, jobs=jobs, desc=f"nnunet {folder}",
-                           progress=progress, file_ending=file_ending, label_map=lmap)
-        if report.failed:  # a dataset.json of an earlier run would describe cases that are gone
-            out.remove_run_file("dataset.json")
-            return report
-        out.write_run_file("dataset.json", json.dumps(_dataset_json(report, src, name, lmap, channel_names,
-                                                                    file_ending), indent=2))
+    with NewFolders(dst, Path(dst) / folder) as made:
+        prepare_destination(dst, [src])
+        config = {"converter": "nnunet", "dataset": folder, "file_ending": file_ending, "label_map": lmap,
+                  "channel_names": channel_names}
+        with OutputFolder(Path(dst) / folder, config, overwrite=overwrite, source=src) as out:
+            report = run_cases(cases, convert_case_to_nnunet, out, jobs=jobs, desc=f"nnunet {folder}",
+                               progress=progress, file_ending=file_ending, label_map=lmap)
+            made.keep = bool(report.done)
+            if report.failed:  # a dataset.json of an earlier run would describe cases that are gone
+                out.remove_run_file("dataset.json")
+                return report
+            meta = _dataset_json(report, src, name, lmap, channel_names, file_ending)
+            out.write_run_file("dataset.json", json.dumps(meta, indent=2))
     return report
 
 

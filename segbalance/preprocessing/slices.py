@@ -20,6 +20,7 @@ from segbalance.preprocessing.pairing import Case, CaseError, load_case
 from segbalance.preprocessing.runs import (
     CaseOutputs,
     ConversionReport,
+    NewFolders,
     OutputFolder,
     find_source_cases,
     prepare_destination,
@@ -203,13 +204,15 @@ def convert_to_slices(
     win = parse_window(window) if isinstance(window, str) else window
     cases = find_source_cases(src, label_map)
     require_3d_images(cases, "slices")
-    prepare_destination(dst, [src])
-    config = {"converter": "slices", "axis": axis_i, "size": size, "window": win.__dict__, "format": fmt,
-              "foreground_only": foreground_only, "n_classes": n_classes,
-              **({"label_map": label_map} if label_map else {})}
-    with OutputFolder(dst, config, overwrite=overwrite, source=src) as out:
-        report = run_cases(cases, convert_case_to_slices, out, jobs=jobs, desc="slices", progress=progress,
-                           axis=axis_i, size=size, window=win, fmt=fmt, foreground_only=foreground_only,
-                           n_classes=n_classes)
-        write_manifest(out, report.rows())
+    with NewFolders(dst) as made:
+        prepare_destination(dst, [src])
+        config = {"converter": "slices", "axis": axis_i, "size": size, "window": win.__dict__, "format": fmt,
+                  "foreground_only": foreground_only, "n_classes": n_classes,
+                  **({"label_map": label_map} if label_map else {})}
+        with OutputFolder(dst, config, overwrite=overwrite, source=src) as out:
+            report = run_cases(cases, convert_case_to_slices, out, jobs=jobs, desc="slices",
+                               progress=progress, axis=axis_i, size=size, window=win, fmt=fmt,
+                               foreground_only=foreground_only, n_classes=n_classes)
+            write_manifest(out, report.rows())
+        made.keep = bool(report.done)
     return report

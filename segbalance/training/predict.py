@@ -303,7 +303,8 @@ def predict_folder(
             if unknown:
                 raise ValueError(f"{out}: predicted label values {unknown} are not in the label map {names}")
             masks = {(names or {}).get(v, f"label_{v}"): label == v for v in values}
-            write_rtstruct(masks, path, out, headers=headers, label=f"segbalance {parameters['loss']}"[:16])
+            write_rtstruct(masks, path, out, headers=headers, label=f"segbalance {parameters['loss']}"[:16],
+                           progress=progress)
         else:
             from segbalance.io.volumes import write_volume
 

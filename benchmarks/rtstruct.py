@@ -45,7 +45,7 @@ from scipy.spatial.transform import Rotation
 
 from segbalance.io.dicom import read_dicom_series, write_dicom_series
 from segbalance.io.dicom_labels import read_dicom_label
-from segbalance.io.rtstruct import write_rtstruct
+from segbalance.io.rtstruct import rasterize_rtstruct, write_rtstruct
 from segbalance.io.volume import Volume
 from segbalance.io.volumes import read_volume
 
@@ -194,9 +194,9 @@ def write(slices: int) -> list[dict]:
             row["seconds"] = round(time.perf_counter() - t, 2)
             row["bytes"] = path.stat().st_size
             row["size_warning"] = any("writing an RTSTRUCT of" in str(w.message) for w in caught)
-            ds = pydicom.dcmread(path)
+            ds = pydicom.dcmread(path)  # parsed once: counted, then rasterized by segbalance's reader
             row["contours"] = len(ds.ROIContourSequence[0].ContourSequence)
-            got = read_dicom_label(path, image, {1: "Pred"}).array == 1
+            got = rasterize_rtstruct(ds, image, {1: "Pred"}, path) == 1
             row["dice_read_by_segbalance"] = round(_dice(got, mask), 5)
             row["voxels_differing"] = int((got ^ mask).sum())
         except ImportError as exc:

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from _common import RESULTS, environment
 
-from segbalance.preprocessing.dicom import write_dicom_series
-from segbalance.preprocessing.io import read_volume, write_volume
-from segbalance.preprocessing.volume import Volume
+from segbalance.io.dicom import write_dicom_series
+from segbalance.io.volume import Volume
+from segbalance.io.volumes import read_volume, write_volume
 from segbalance.training.checkpoint import save_checkpoint
 from segbalance.training.engine import build_model
 from segbalance.training.predict import predict_folder

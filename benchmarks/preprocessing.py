@@ -38,8 +38,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, environment, median, time_interleaved  # noqa: E402
 
-from segbalance.preprocessing.io import read_volume, write_volume  # noqa: E402
-from segbalance.preprocessing.volume import Volume  # noqa: E402
+from segbalance.io.volume import Volume  # noqa: E402
+from segbalance.io.volumes import read_volume, write_volume  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DEFAULT = REPO / "tests" / "data" / "real"

@@ -20,7 +20,7 @@ SUBCOMMANDS: dict[str, str] = {
     "demo": "segbalance.demo",
     "train": "segbalance.training.cli",
     "predict": "segbalance.training.predict",
-    "export-seg": "segbalance.preprocessing.dicom_seg",
+    "export-seg": "segbalance.training.export_seg",
     "losses": "segbalance.loss_table",
     "convert": "segbalance.preprocessing.cli",
     "evaluate": "segbalance.evaluation.cli",

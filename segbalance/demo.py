@@ -131,8 +131,8 @@ def run_demo(
     from segbalance.atomic import atomic_write_text
     from segbalance.evaluation.outcomes import busiest_slice, lesion_outcomes, plot_lesion_outcomes
     from segbalance.evaluation.report import write_csv
+    from segbalance.io.volumes import read_volume
     from segbalance.monai_losses import names
-    from segbalance.preprocessing.io import read_volume
     from segbalance.synthetic import write_phantom_dataset
     from segbalance.training import TrainConfig, load_checkpoint, load_model, predict_volume, train
 

@@ -46,12 +46,12 @@ class Phantom:
     meta: dict = field(default_factory=dict)
 
     def image_volume(self):
-        from segbalance.preprocessing.volume import Volume
+        from segbalance.io.volume import Volume
 
         return Volume(self.image, self.spacing, self.origin, self.direction)
 
     def label_volume(self):
-        from segbalance.preprocessing.volume import Volume
+        from segbalance.io.volume import Volume
 
         return Volume(self.label, self.spacing, self.origin, self.direction)
 
@@ -253,7 +253,7 @@ def write_phantom(
     image_path = Path(image_path)
     image_path.parent.mkdir(parents=True, exist_ok=True)
     if format == "dicom":
-        from segbalance.preprocessing.dicom import write_dicom_series
+        from segbalance.io.dicom import write_dicom_series
 
         if phantom.modality == "ct":
             slope, intercept, modality = 1.0, -1024.0, "CT"

@@ -9,16 +9,13 @@ import pydicom
 import pytest
 from scipy import ndimage
 
-from segbalance.preprocessing.dicom import read_dicom_series, write_dicom_series
-from segbalance.preprocessing.dicom_labels import (
-    find_dicom_label,
-    parse_name_map,
-    read_dicom_label,
-    write_rtstruct,
-)
-from segbalance.preprocessing.dicom_seg import write_dicom_seg
-from segbalance.preprocessing.io import read_volume
-from segbalance.preprocessing.volume import Volume
+from segbalance.io.dicom import read_dicom_series, write_dicom_series
+from segbalance.io.dicom_common import parse_name_map
+from segbalance.io.dicom_labels import find_dicom_label, read_dicom_label
+from segbalance.io.dicom_seg import write_dicom_seg
+from segbalance.io.rtstruct import write_rtstruct
+from segbalance.io.volume import Volume
+from segbalance.io.volumes import read_volume
 
 _HERE = Path(__file__).resolve().parent
 REAL_DIRS = [_HERE / "data" / "real"]  # cropped real cases (tests/data/real/README.md)
@@ -230,6 +227,9 @@ def test_convert_nnunet_slices_patches_with_dicom_labels(tmp_path):
     src = str(tmp_path / "src")
     rc = main(["convert", "nnunet", src, str(tmp_path / "nn"), "--dataset-id", "7", "--name", "Hosp",
                "--label-map", "0=background,1=BODY,2=gtv", "--no-progress"])
+    assert rc == 2  # a CT and an MR series in one channel: nnU-Net would normalise them alike
+    rc = main(["convert", "nnunet", src, str(tmp_path / "nn"), "--dataset-id", "7", "--name", "Hosp",
+               "--label-map", "0=background,1=BODY,2=gtv", "--channel-names", "CT", "--no-progress"])
     assert rc == 0
     ds = tmp_path / "nn" / "Dataset007_Hosp"
     for cid, (image, masks) in cases.items():
@@ -296,3 +296,56 @@ def test_write_dicom_series_left_handed_grid_keeps_physical_positions(tmp_path):
     np.testing.assert_array_equal(back.array, array[::-1])
     np.testing.assert_allclose(back.origin, (1.0, 2.0, 3.0 - 3 * 3.0))
     np.testing.assert_allclose(back.direction_matrix, np.eye(3))
+
+
+@pytest.mark.parametrize("kind", ["rtstruct", "seg"])
+@pytest.mark.parametrize("cut_at", ["2000", "half", "end-10"])
+def test_truncated_label_file_is_reported_as_damaged_naming_it(tmp_path, kind, cut_at):
+    """The issue's case: an RTSTRUCT cut to its first 2,000 bytes read as 'its ROIs are: none'. Cut
+    anywhere (2,000 bytes, half, all but the last 10 bytes) it is reported as damaged, naming the file."""
+    image, masks = make_dicom_case("breast1", tmp_path)
+    path = tmp_path / f"{kind}.dcm"
+    if kind == "rtstruct":
+        write_rtstruct({"GTV": masks["GTV"]}, tmp_path / "breast1", path)
+    else:
+        write_dicom_seg(masks["GTV"].astype(np.uint8), tmp_path / "breast1", path, label_map={1: "GTV"})
+    data = path.read_bytes()
+    n = {"2000": 2000, "half": len(data) // 2, "end-10": len(data) - 10}[cut_at]
+    cut = tmp_path / f"cut_{kind}.dcm"
+    cut.write_bytes(data[:n])
+    what = "RTSTRUCT" if kind == "rtstruct" else "DICOM-SEG"
+    with pytest.raises(ValueError, match=rf"cut_{kind}\.dcm: damaged or truncated {what}") as err:
+        read_dicom_label(cut, image, {1: "GTV"})
+    assert "none" not in str(err.value)
+    np.testing.assert_array_equal(read_dicom_label(path, image, {1: "GTV"}).array == 1, masks["GTV"])
+
+
+def test_slice_cut_inside_its_header_is_reported_as_damaged(tmp_path):
+    """A slice cut before Rows / ImagePositionPatient used to be skipped as 'not an image' (then a gap)."""
+    image, _ = make_dicom_case("breast1", tmp_path)
+    victim = sorted((tmp_path / "breast1").iterdir())[3]
+    victim.write_bytes(victim.read_bytes()[:300])
+    with pytest.raises(ValueError, match=rf"{victim.name}: damaged or truncated DICOM file"):
+        read_dicom_series(tmp_path / "breast1")
+
+
+def test_convert_names_the_channel_by_the_series_modality(tmp_path, capsys):
+    """The issue's case: an MR series converted to nnU-Net got the channel name CT."""
+    import json
+
+    from segbalance.cli import main
+
+    image, masks = make_dicom_case("brain1", tmp_path / "src" / "images", name="mr1")
+    (tmp_path / "src" / "labels").mkdir()
+    write_rtstruct({"GTV": masks["GTV"]}, tmp_path / "src" / "images" / "mr1",
+                   tmp_path / "src" / "labels" / "mr1.dcm")
+    assert main(["convert", "nnunet", str(tmp_path / "src"), str(tmp_path / "nn"), "--dataset-id", "8",
+                 "--name", "Mr", "--label-map", "0=background,1=GTV", "--no-progress"]) == 0
+    meta = json.loads((tmp_path / "nn" / "Dataset008_Mr" / "dataset.json").read_text())
+    assert meta["channel_names"] == {"0": "MR"}
+    make_dicom_case("lung1", tmp_path / "src" / "images", crop=lesion_crop("lung1", (8, 40, 40)), name="ct1")
+    capsys.readouterr()
+    assert main(["convert", "nnunet", str(tmp_path / "src"), str(tmp_path / "nn2"), "--dataset-id", "8",
+                 "--name", "Mr", "--label-map", "0=background,1=GTV", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "different modalities: CT (e.g. case ct1), MR (e.g. case mr1)" in err and "--channel-names" in err

@@ -11,9 +11,10 @@ import pytest
 from test_dicom_labels import lesion_crop, make_dicom_case
 
 import segbalance
-from segbalance.preprocessing.dicom_labels import read_dicom_label, write_rtstruct
-from segbalance.preprocessing.dicom_seg import KEPT_SOURCE_TAGS, write_dicom_seg
-from segbalance.preprocessing.io import write_volume
+from segbalance.io.dicom_labels import read_dicom_label
+from segbalance.io.dicom_seg import KEPT_SOURCE_TAGS, write_dicom_seg
+from segbalance.io.rtstruct import write_rtstruct
+from segbalance.io.volumes import write_volume
 
 PHI = {
     "PatientName": "Doe^Jane", "PatientID": "MRN-12345", "PatientBirthDate": "19700101", "PatientSex": "F",
@@ -121,7 +122,7 @@ def test_export_seg_command_from_nifti_predictions(case, capsys):
 
 
 def test_export_seg_rerun_redoes_a_changed_prediction_and_keeps_foreign_files(case):
-    from segbalance.preprocessing.dicom_seg import export_seg_folder
+    from segbalance.training.export_seg import export_seg_folder
 
     image, labels, tmp = case
     (tmp / "dicom").mkdir()

@@ -152,7 +152,7 @@ REAL = Path(__file__).resolve().parent / "data" / "real"  # cropped real cases (
 def test_real_lesion_mask_agrees_with_monai():
     from monai.metrics import HausdorffDistanceMetric, SurfaceDiceMetric, SurfaceDistanceMetric
 
-    from segbalance.preprocessing.io import read_volume
+    from segbalance.io.volumes import read_volume
 
     vol = read_volume(REAL / "brain1_label.nrrd")
     gt = (np.asarray(vol.array) > 0).astype(np.uint8)

@@ -76,7 +76,8 @@ def test_loss_library_imports_and_runs_without_any_extra():
     ("module", "extra"),
     [("segbalance.trainers", "nnunet"), ("segbalance.nnunet_losses", "nnunet"),
      ("segbalance.training", "monai"), ("segbalance.evaluation", "monai"),
-     ("segbalance.preprocessing", "io")],
+     ("segbalance.preprocessing", "io"), ("segbalance.io.volumes", "io"),
+     ("segbalance.io.dicom_labels", "io"), ("segbalance.io.rtstruct", "io")],
 )
 def test_missing_extra_is_named(module, extra):
     proc = run_without_extras(

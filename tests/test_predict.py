@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from test_dicom_labels import dice, lesion_crop, make_dicom_case, real_dir
 
-from segbalance.preprocessing.io import read_volume, write_volume
-from segbalance.preprocessing.volume import Volume
+from segbalance.io.volume import Volume
+from segbalance.io.volumes import read_volume, write_volume
 from segbalance.training import TrainConfig, load_model, train
 from segbalance.training.predict import find_inputs, predict_folder, predict_volume
 
@@ -96,13 +96,40 @@ def test_dataset_root_predicts_its_test_cases(tmp_path):
     assert find_inputs(tmp_path) == [("t7", tmp_path / "imagesTs" / "t7_0000.nii.gz")]
 
 
+def test_a_single_series_is_named_after_its_case_and_never_overwrites_another(checkpoint, tmp_path):
+    """The issue's case: ``predict SERIES/ OUT`` named the output after the folder (``series``)."""
+    from segbalance.io.naming import case_output_name
+
+    crop = lesion_crop("lung1", (8, 40, 40))
+    tags = {"PatientID": "P 0042", "StudyDate": "20260312", "SeriesDescription": "CT Thorax/1.0"}
+    make_dicom_case("lung1", tmp_path / "a", crop=crop, name="series", extra_tags=tags)
+    make_dicom_case("lung1", tmp_path / "b", crop=crop, name="series", extra_tags=tags)  # same case name
+    assert case_output_name(tmp_path / "a" / "series") == "P_0042_20260312_CT_Thorax_1.0"
+    first = predict_folder(checkpoint, tmp_path / "a" / "series", tmp_path / "out", progress=False)
+    assert [p.name for p in first.written] == ["P_0042_20260312_CT_Thorax_1.0.nii.gz"]
+    before = first.written[0].read_bytes()
+    again = predict_folder(checkpoint, tmp_path / "a" / "series", tmp_path / "out", progress=False)
+    assert again.skipped == first.written and not again.written
+    other = predict_folder(checkpoint, tmp_path / "b" / "series", tmp_path / "out", progress=False)
+    (written,) = other.written
+    import pydicom
+
+    uid = pydicom.dcmread(next((tmp_path / "b" / "series").iterdir())).SeriesInstanceUID
+    assert written.name == f"P_0042_20260312_CT_Thorax_1.0_{uid}.nii.gz"
+    assert first.written[0].read_bytes() == before  # the other case's file is untouched
+    make_dicom_case("lung1", tmp_path / "c", crop=crop, name="series", extra_tags={"PatientID": ""})
+    anonymous = pydicom.dcmread(next((tmp_path / "c" / "series").iterdir())).SeriesInstanceUID
+    assert case_output_name(tmp_path / "c" / "series") == anonymous
+
+
 @pytest.mark.slow
 def test_hospital_round_trip_rtstruct_to_dicom_seg(tmp_path):
     """DICOM series + RTSTRUCT/SEG -> convert nnunet -> train (tiny) -> predict --format dicom-seg ->
     read back -> evaluate against the original masks."""
     from segbalance.cli import main
     from segbalance.evaluation.metrics import evaluate_case
-    from segbalance.preprocessing.dicom_labels import read_dicom_label, write_rtstruct
+    from segbalance.io.dicom_labels import read_dicom_label
+    from segbalance.io.rtstruct import write_rtstruct
 
     src = tmp_path / "hospital"
     (src / "labels").mkdir(parents=True)

@@ -18,14 +18,14 @@ from PIL import Image
 
 from segbalance.cli import main
 from segbalance.errors import UserError
-from segbalance.preprocessing.dicom import write_dicom_series
-from segbalance.preprocessing.io import read_volume, write_volume
+from segbalance.io.dicom import write_dicom_series
+from segbalance.io.volume import Volume
+from segbalance.io.volumes import read_volume, write_volume
 from segbalance.preprocessing.nnunet import convert_to_nnunet, parse_label_map
 from segbalance.preprocessing.pairing import CaseError, check_geometry, check_label, find_cases
 from segbalance.preprocessing.patches import convert_to_patches, grid_starts
 from segbalance.preprocessing.runs import OutputFolder
 from segbalance.preprocessing.slices import Window, convert_to_slices, window_intensities
-from segbalance.preprocessing.volume import Volume
 
 SHAPE = (6, 20, 24)
 SPACING = (3.0, 0.9, 0.8)
@@ -533,3 +533,44 @@ def test_parallel_jobs_give_the_same_outputs(tmp_path):
     b = convert_to_patches(src, tmp_path / "b", patch_size=(2, 8, 8), n_patches=4, jobs=2, progress=False)
     assert a.rows() == b.rows()
     assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b")
+
+
+@pytest.mark.parametrize("converter", ["slices", "patches", "nnunet"])
+def test_a_convert_that_converts_nothing_leaves_nothing(tmp_path, capsys, converter):
+    """The issue's case: a failed convert left an empty dataset folder and a manifest with 0 cases."""
+    src = make_source(tmp_path / "src", n=2)
+    for i in range(2):  # every label broken: no case can be converted
+        label = make_case(i)[1]
+        write_volume(label.with_array(label.array.astype(np.float32) + 0.5), src / "labels" / f"case{i}.mhd")
+    extra = {"slices": [], "patches": ["--patch-size", "2,8,8"],
+             "nnunet": ["--dataset-id", "5", "--name", "Broken"]}[converter]
+    out = tmp_path / "out"
+    assert run_cli([converter, str(src), str(out), *extra]) == 1
+    err = capsys.readouterr().err
+    assert "label has non-integer values" in err and "nothing written" in err
+    assert not out.exists()  # neither the destination nor a dataset folder, no manifest
+    # into an existing (e.g. nnUNet_raw) folder: the dataset folder it would have made is gone too
+    out.mkdir()
+    (out / "other.txt").write_text("keep")
+    if converter == "nnunet":
+        assert run_cli([converter, str(src), str(out), *extra]) == 1
+        assert files(out) == ["other.txt"]
+    # the next run, with the labels fixed, converts everything from scratch
+    make_source(src, n=2)
+    fresh = tmp_path / "fresh"
+    assert run_cli([converter, str(src), str(fresh), *extra]) == 0
+
+
+def test_a_partly_failed_convert_is_completed_by_the_next_run(tmp_path, capsys):
+    src = make_source(tmp_path / "src", n=2)
+    label = make_case(1)[1]
+    write_volume(label.with_array(label.array.astype(np.float32) + 0.5), src / "labels" / "case1.mhd")
+    out = tmp_path / "out"
+    assert run_cli(["slices", str(src), str(out), "--size", "16,16"]) == 1
+    assert "incomplete: the finished cases are kept" in capsys.readouterr().err
+    assert {r["case"] for r in json.loads((out / "manifest.json").read_text())} == {"case0"}
+    assert not (out / ".segbalance" / "done" / "case1.json").exists()
+    write_volume(make_case(1)[1], src / "labels" / "case1.mhd")  # fixed
+    assert run_cli(["slices", str(src), str(out), "--size", "16,16"]) == 0
+    assert "2 case(s) converted (1 already done)" in capsys.readouterr().out
+    assert {r["case"] for r in json.loads((out / "manifest.json").read_text())} == {"case0", "case1"}

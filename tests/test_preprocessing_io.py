@@ -21,9 +21,9 @@ from segbalance.atomic import (
     atomic_write_text,
     remove_stale_temps,
 )
-from segbalance.preprocessing.dicom import write_dicom_series
-from segbalance.preprocessing.io import case_id, image_dimension, read_volume, source_files, write_volume
-from segbalance.preprocessing.volume import Volume
+from segbalance.io.dicom import write_dicom_series
+from segbalance.io.volume import Volume
+from segbalance.io.volumes import case_id, image_dimension, read_volume, source_files, write_volume
 
 REAL = Path(__file__).resolve().parent / "data" / "real"  # cropped real cases (tests/data/real/README.md)
 NIBABEL_DATA = Path(nib.__file__).parent / "tests" / "data"
@@ -123,7 +123,7 @@ def test_truncated_dicom_slice_is_named(tmp_path, volume):
     paths = write_dicom_series(volume, tmp_path / "trunc")
     data = paths[1].read_bytes()
     paths[1].write_bytes(data[: len(data) - 40])
-    with pytest.raises(ValueError, match="slice_0001.dcm: unreadable or truncated"):
+    with pytest.raises(ValueError, match="slice_0001.dcm: damaged or truncated DICOM file"):
         read_volume(tmp_path / "trunc")
 
 

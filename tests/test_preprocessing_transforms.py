@@ -12,14 +12,14 @@ import torch
 from monai.data import DataLoader, Dataset, MetaTensor
 from monai.transforms import Compose, LoadImage
 
-from segbalance.preprocessing.io import write_volume
+from segbalance.io.volume import Volume
+from segbalance.io.volumes import write_volume
 from segbalance.preprocessing.transforms import (
     LabelProportionsd,
     LoadVolumed,
     VolumeToPatchesd,
     VolumeToSlicesd,
 )
-from segbalance.preprocessing.volume import Volume
 
 NIBABEL_DATA = Path(nib.__file__).parent / "tests" / "data"
 
@@ -127,7 +127,7 @@ def oblique_label(vol: Volume) -> np.ndarray:
 def test_load_imaged_with_volume_reader_equals_load_volumed(tmp_path, fmt):
     from monai.transforms import LoadImaged
 
-    from segbalance.preprocessing.dicom import write_dicom_series
+    from segbalance.io.dicom import write_dicom_series
     from segbalance.preprocessing.transforms import VolumeReader
 
     vol = oblique_volume()

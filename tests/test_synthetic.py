@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from segbalance.preprocessing.io import read_volume
+from segbalance.io.volumes import read_volume
 from segbalance.preprocessing.pairing import find_cases
 from segbalance.synthetic import make_phantom, write_phantom_dataset
 

@@ -164,7 +164,7 @@ def test_boundary_weight_follows_the_epoch_and_resume(tmp_path, data):
 def test_training_on_a_test_split_writes_predictions_where_evaluate_reads_them(tmp_path):
     """``train --data`` with an ``imagesTs/`` folder predicts its cases into ``<out>/pred`` (input geometry),
     the folder the README's ``segbalance evaluate --pred NAME=<out>/pred`` example reads."""
-    from segbalance.preprocessing.io import read_volume, write_volume
+    from segbalance.io.volumes import read_volume, write_volume
     from segbalance.synthetic import make_phantom
 
     root = tmp_path / "data"

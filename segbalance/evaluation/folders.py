@@ -25,7 +25,7 @@ _SKIP = (".json", ".pkl", ".npz", ".npy", ".txt", ".csv")
 
 def volumes_by_case(folder: str | os.PathLike, role: str) -> dict[str, Path]:
     """``{case id: path}`` of the volume files directly in ``folder``; ``role`` names it in errors."""
-    from segbalance.preprocessing.io import VOLUME_EXTENSIONS, case_id
+    from segbalance.io.volumes import VOLUME_EXTENSIONS, case_id
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -104,7 +104,7 @@ def file_spacing(spacing) -> tuple[float, ...]:
 def _evaluate_pair(args: tuple) -> dict:
     import numpy as np
 
-    from segbalance.preprocessing.io import read_volume
+    from segbalance.io.volumes import read_volume
     from segbalance.preprocessing.pairing import check_geometry
 
     cid, gt_path, pred_path, labels, nsd_tolerance, use_subvoxels, lesions, score_path, detection = args

@@ -1,5 +1,6 @@
-"""Preprocessing: read MHD/MHA, NRRD, NIfTI and DICOM series with geometry; check image/label pairs;
-convert to nnU-Net v2 raw datasets, 2D slices or 3D patches; MONAI transforms for ``Compose``.
+"""Preprocessing: find and check image/label pairs; convert to nnU-Net v2 raw datasets, 2D slices or 3D
+patches; MONAI transforms for ``Compose``. Files are read and written through :mod:`segbalance.io`
+(``Volume``, ``read_volume``, ``write_volume`` and ``case_id`` are re-exported here).
 
 Heavy modules (MONAI transforms, converters) are imported on first use.
 """
@@ -8,8 +9,8 @@ from segbalance.extras import require
 
 require("SimpleITK", "nibabel", "pydicom", needed_for="segbalance.preprocessing (volume I/O)")
 
-from segbalance.preprocessing.io import case_id, read_volume, write_volume
-from segbalance.preprocessing.volume import Volume
+from segbalance.io.volume import Volume
+from segbalance.io.volumes import case_id, read_volume, write_volume
 
 __all__ = [
     "Volume", "read_volume", "write_volume", "case_id",

@@ -53,7 +53,7 @@ _LABEL_MAP_HELP = ("value=name list naming the segments / ROIs of DICOM-SEG or R
 
 
 def _label_map(text: str | None) -> dict[int, str] | None:
-    from segbalance.preprocessing.dicom_labels import parse_name_map
+    from segbalance.io.dicom_common import parse_name_map
 
     return parse_name_map(text)
 

@@ -1,263 +1,33 @@
-"""Label volumes as DICOM-SEG (highdicom ``Segmentation``) that reference their source DICOM series.
-
-One segment per label value, in ascending value order (``SegmentNumber`` 1, 2, ...), named and coloured
-from the label map (``{value: name}``; without one, ``label_<v>``). Every segment carries the algorithm
-identification (``segbalance`` + version, family "Artificial Intelligence", parameters such as the loss
-and the checkpoint's file name). Frames without any segmented voxel are omitted (highdicom's default).
-Read back with :func:`segbalance.preprocessing.dicom_labels.read_dicom_label` and the same label map,
-the label volume is voxel-exact.
-
-De-identification: the DICOM-SEG must carry the Patient and General Study modules of its source, so
-``PatientName``, ``PatientID``, ``PatientBirthDate``, ``PatientSex``, ``StudyInstanceUID``, ``StudyDate``,
-``StudyTime``, ``StudyID`` and the ``FrameOfReferenceUID`` are copied; ``ReferringPhysicianName`` and
-``AccessionNumber`` (Type 2) are written empty. Anything else highdicom copies from the source
-(``PatientAge``, ``PatientWeight``, ``StudyDescription``, ...) is removed, and no other source attribute
-(``InstitutionName``, ``OperatorsName``, ``StationName``, ...) is ever copied (tested).
+"""Deprecated: moved to :mod:`segbalance.io.dicom_seg` (docs/design.md, "Layers"); this path re-exports it
+for one release and warns once on import. ``export_seg_folder`` and ``register`` (the ``export-seg``
+command) moved to :mod:`segbalance.training.export_seg`; they are not in ``__all__`` but still resolve
+here.
 """
 
-from __future__ import annotations
+import warnings
 
-import json
-import os
-from pathlib import Path
+from segbalance.io.dicom_seg import (  # noqa: F401
+    KEPT_SOURCE_TAGS,
+    write_dicom_seg,
+)
 
-import numpy as np
+__all__ = [
+    "write_dicom_seg", "KEPT_SOURCE_TAGS",
+]
 
-from segbalance.atomic import atomic_write
-from segbalance.extras import require
-from segbalance.labels import present_labels
+warnings.warn(
+    "segbalance.preprocessing.dicom_seg is deprecated; import from segbalance.io.dicom_seg instead",
+    DeprecationWarning,
+    stacklevel=2,
+)
 
-require("pydicom", "highdicom", needed_for="DICOM-SEG output (export-seg, predict --format dicom-seg)")
-
-from segbalance.preprocessing.dicom_labels import _COLOURS, COPIED_TAGS  # noqa: E402
-
-__all__ = ["write_dicom_seg", "export_seg_folder", "KEPT_SOURCE_TAGS", "register"]
-
-# attributes of the source series a written DICOM-SEG keeps (required by the standard): the RTSTRUCT
-# writer's COPIED_TAGS plus the UIDs
-KEPT_SOURCE_TAGS = ("StudyInstanceUID", "FrameOfReferenceUID") + COPIED_TAGS
-_EMPTIED = ("ReferringPhysicianName", "AccessionNumber")
-_STRUCTURAL = {"SamplesPerPixel", "PhotometricInterpretation", "Rows", "Columns", "SpecificCharacterSet",
-               "PositionReferenceIndicator", "Modality", "BitsAllocated", "BitsStored", "HighBit",
-               "PixelRepresentation", "ImageType", "PatientOrientation"}
-_VALUE_VRS = {"PN", "LO", "SH", "LT", "ST", "UT", "AS", "DA", "TM", "DS", "IS", "CS", "AE", "UC"}
-_LESION_WORDS = ("lesion", "tumor", "tumour", "gtv", "ctv", "nodule", "cancer", "metasta", "neoplasm")
+# commands above the io layer: imported on first use, never at import
+_LAZY = {"export_seg_folder": "segbalance.training.export_seg", "register": "segbalance.training.export_seg"}
 
 
-def _codes(name: str):
-    from pydicom.sr.codedict import codes
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
 
-    if any(w in name.lower() for w in _LESION_WORDS):
-        return codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Neoplasm
-    return codes.SCT.Tissue, codes.SCT.Tissue
-
-
-def _deidentify(seg, source) -> None:
-    """Drop what highdicom copied from ``source`` beyond :data:`KEPT_SOURCE_TAGS`; empty the Type 2 rest."""
-    for keyword in _EMPTIED:
-        setattr(seg, keyword, "")
-    for element in list(seg):
-        kw = element.keyword
-        if not kw or kw in KEPT_SOURCE_TAGS or kw in _STRUCTURAL or kw in _EMPTIED or kw not in source:
-            continue
-        if element.VR in _VALUE_VRS and source[kw].value == element.value and element.value not in ("", None):
-            del seg[kw]
-
-
-def write_dicom_seg(
-    labels: np.ndarray,
-    image_folder: str | os.PathLike,
-    path: str | os.PathLike,
-    *,
-    label_map: dict[int, str] | None = None,
-    series_uid: str | None = None,
-    parameters: dict[str, str] | None = None,
-    series_description: str = "segbalance segmentation",
-    headers: list | None = None,
-) -> Path:
-    """Write a label volume ``(z, y, x)`` on the DICOM series in ``image_folder`` as a DICOM-SEG file.
-
-    Args:
-        labels: integer label map on the series' grid (array order of :func:`read_dicom_series`).
-        image_folder: the source series (several series: pick one with ``series_uid``).
-        path: output ``.dcm`` (written atomically).
-        label_map: ``{value: name}``; every non-zero value of ``labels`` must be in it. Default: the values
-            present, named ``label_<v>``.
-        parameters: algorithm parameters recorded in every segment (e.g. ``{"loss": "dfl"}``).
-        headers: the series' headers (:func:`read_series_headers`), when already read.
-
-    Raises:
-        ValueError: shape differs from the series, negative or non-integer labels, a value missing from the
-            label map, not a DICOM series.
-    """
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-
-    from segbalance import __version__
-    from segbalance.preprocessing.dicom import read_series_headers
-
-    folder = Path(image_folder)
-    if not folder.is_dir():
-        raise ValueError(f"{folder}: DICOM-SEG needs the source DICOM series folder, not a file")
-    headers = headers if headers is not None else read_series_headers(folder, series_uid)
-    shape = (len(headers), int(headers[0].Rows), int(headers[0].Columns))
-    for h in headers:  # in-memory headers only: Type 2 attributes highdicom needs, empty when absent
-        for keyword in COPIED_TAGS + _EMPTIED:
-            if keyword not in h:
-                setattr(h, keyword, "")
-    labels = np.asarray(labels)
-    if labels.shape != shape:
-        raise ValueError(f"labels of shape {labels.shape} do not match the series {folder} ({shape} = "
-                         "slices, rows, columns)")
-    indices = labels.astype(np.int64)
-    if indices.size and (indices.min() < 0 or not np.array_equal(indices, labels)):
-        raise ValueError(f"{path}: labels must be non-negative integers, got dtype {labels.dtype} with "
-                         f"values from {labels.min()} to {labels.max()}")
-    present = [int(v) for v in present_labels(indices) if v != 0]
-    if label_map:
-        names = {int(v): str(n) for v, n in label_map.items() if int(v) != 0}
-        unknown = [v for v in present if v not in names]
-        if unknown:
-            raise ValueError(f"{path}: label values {unknown} are not in the label map {names}")
-    else:
-        names = {v: f"label_{v}" for v in present} or {1: "label_1"}
-    values = sorted(names)
-    lut = np.zeros(max(max(values), int(indices.max(initial=0))) + 1, dtype=np.uint16)
-    for number, value in enumerate(values, start=1):
-        lut[value] = number
-    pixels = lut[indices]
-    pixels = pixels.astype(np.uint8 if len(values) < 256 else np.uint16)
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name="segbalance", family=codes.cid7162.ArtificialIntelligence, version=__version__,
-        parameters={k: str(v) for k, v in (parameters or {}).items()} or None,
-    )
-    descriptions = []
-    for number, value in enumerate(values, start=1):
-        category, kind = _codes(names[value])
-        descriptions.append(hd.seg.SegmentDescription(
-            segment_number=number, segment_label=names[value][:64], segmented_property_category=category,
-            segmented_property_type=kind, algorithm_type="AUTOMATIC", algorithm_identification=algorithm,
-            display_color=hd.color.CIELabColor.from_rgb(*_COLOURS[(value - 1) % len(_COLOURS)]),
-        ))
-    seg = hd.seg.Segmentation(
-        source_images=headers, pixel_array=pixels, segmentation_type="BINARY",
-        segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=900,
-        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="segbalance",
-        manufacturer_model_name="segbalance", software_versions=__version__, device_serial_number="0",
-        content_label="SEGBALANCE", content_description=series_description[:64],
-        omit_empty_frames=bool(pixels.any()),  # highdicom needs one frame: an empty one keeps them all
-    )
-    seg.SeriesDescription = series_description[:64]
-    _deidentify(seg, headers[0])
-    path = Path(path)
-    with atomic_write(path) as tmp:
-        seg.save_as(tmp)
-    return path
-
-
-def export_seg_folder(pred: str | os.PathLike, dicom_root: str | os.PathLike, dst: str | os.PathLike, *,
-                      label_map: dict[int, str] | str | None = None, parameters: dict | None = None,
-                      overwrite: bool = False):
-    """Write each label volume in ``pred`` (e.g. nnU-Net predictions ``<case>.nii.gz``) as
-    ``dst/<case>.dcm`` DICOM-SEG on its source series ``dicom_root/<case>/`` (or ``<case>_0000/``; or
-    ``dicom_root`` itself when it is one series and ``pred`` holds one volume). The prediction must lie on
-    the series' grid (shape, spacing, origin, direction), else an error names both. Returns a
-    :class:`~segbalance.training.predict.PredictReport` (failed cases listed, not raised).
-
-    A re-run skips a case whose output exists and whose record ``dst/.segbalance/export-seg/<case>.json``
-    (prediction and series size + mtime, label map) still matches; an output this function did not write
-    is left alone unless ``overwrite``."""
-    from segbalance.atomic import atomic_write_text
-    from segbalance.preprocessing.dicom import read_series_headers
-    from segbalance.preprocessing.dicom_labels import parse_name_map
-    from segbalance.preprocessing.io import read_volume
-    from segbalance.preprocessing.pairing import check_geometry, check_label
-    from segbalance.training.predict import PredictReport, _fingerprint, find_inputs
-
-    pred, dicom_root, dst = Path(pred), Path(dicom_root), Path(dst)
-    if not dicom_root.is_dir():
-        raise FileNotFoundError(f"{dicom_root}: DICOM root folder does not exist")
-    names = parse_name_map(label_map) if isinstance(label_map, str) else label_map
-    inputs = [(cid, p) for cid, p in find_inputs(pred) if p.is_file()]
-    if not inputs:
-        raise ValueError(f"{pred}: no prediction volume (NIfTI/MHD/NRRD) found")
-    report = PredictReport()
-    for cid, path in inputs:
-        out, marker = dst / f"{cid}.dcm", dst / _EXPORT_STATE / f"{cid}.json"
-        try:
-            candidates = [dicom_root / cid, dicom_root / f"{cid}_0000"]
-            series = next((c for c in candidates if c.is_dir()), None)
-            if series is None and len(inputs) == 1:
-                series = dicom_root
-            if series is None:
-                raise ValueError(f"{path}: no DICOM series folder {candidates[0]} for case {cid!r}")
-            record = {"prediction": str(path.resolve()), "prediction_fp": _fingerprint(path),
-                      "series": str(series.resolve()), "series_fp": _fingerprint(series),
-                      "label_map": {str(k): v for k, v in (names or {}).items()}}
-            if out.exists() and not overwrite:
-                old = _read_record(marker)
-                if old is None or old == record:  # up to date, or not ours: never replaced silently
-                    report.skipped.append(out)
-                    continue
-            headers = read_series_headers(series)
-            label = read_volume(path)
-            reference = _headers_geometry(headers, series)
-            check_geometry(reference, label)
-            array = check_label(label)
-            write_dicom_seg(array, series, out, label_map=names, parameters=parameters, headers=headers)
-            atomic_write_text(marker, json.dumps(record))
-            report.written.append(out)
-        except (ValueError, OSError) as exc:
-            report.failed.append((cid, " ".join(str(exc).split())))
-    return report
-
-
-_EXPORT_STATE = Path(".segbalance") / "export-seg"
-
-
-def _read_record(marker: Path) -> dict | None:
-    try:
-        return json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _headers_geometry(headers: list, folder: Path):
-    """A pixel-less :class:`Volume` with the grid of a sorted series (for geometry checks)."""
-    from segbalance.preprocessing.volume import Volume
-
-    row = np.asarray(headers[0].ImageOrientationPatient[:3], dtype=np.float64)
-    col = np.asarray(headers[0].ImageOrientationPatient[3:], dtype=np.float64)
-    normal = np.cross(row, col)
-    positions = np.array([[float(v) for v in h.ImagePositionPatient] for h in headers])
-    dz = float(np.mean(np.diff(positions @ normal))) if len(headers) > 1 else 1.0
-    dy, dx = (float(v) for v in headers[0].PixelSpacing)
-    shape = (len(headers), int(headers[0].Rows), int(headers[0].Columns))
-    array = np.broadcast_to(np.zeros((), dtype=np.uint8), shape)
-    return Volume(array, (dz, dy, dx), tuple(positions[0]), tuple(np.stack([row, col, normal], 1).ravel()),
-                  folder)
-
-
-def register(subparsers) -> None:
-    """``segbalance export-seg PRED DICOM_ROOT OUT --label-map 1=GTV``."""
-    e = subparsers.add_parser(
-        "export-seg", help="write label volumes (e.g. nnU-Net predictions) as DICOM-SEG on their series",
-        description="PRED/<case>.nii.gz -> OUT/<case>.dcm referencing DICOM_ROOT/<case>/ (see docs/dicom.md)",
-    )
-    e.add_argument("pred", help="folder of label volumes <case>.nii.gz (nnU-Net predictions, ...)")
-    e.add_argument("dicom_root", help="folder holding one DICOM series folder per case (<case>/)")
-    e.add_argument("output", help="output folder for <case>.dcm")
-    e.add_argument("--label-map", default=None, help="value=name list, e.g. 1=GTV,2=Lung_L")
-    e.add_argument("--overwrite", action="store_true", help="rewrite existing outputs")
-    e.set_defaults(func=_run_export)
-
-
-def _run_export(args) -> int:
-    import sys
-
-    report = export_seg_folder(args.pred, args.dicom_root, args.output, label_map=args.label_map,
-                               overwrite=args.overwrite, parameters={"source": "export-seg"})
-    print(report.summary(), file=sys.stderr if report.failed else sys.stdout)
-    if not report.failed:
-        print(f"written to {args.output}")
-    return 1 if report.failed else 0
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

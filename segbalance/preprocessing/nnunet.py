@@ -29,13 +29,15 @@ from segbalance.preprocessing.pairing import Case, CaseError, load_case
 from segbalance.preprocessing.runs import (
     CaseOutputs,
     ConversionReport,
+    NewFolders,
     OutputFolder,
     find_source_cases,
     prepare_destination,
     run_cases,
 )
 
-__all__ = ["parse_label_map", "dataset_folder_name", "convert_case_to_nnunet", "convert_to_nnunet"]
+__all__ = ["parse_label_map", "dataset_folder_name", "convert_case_to_nnunet", "convert_to_nnunet",
+           "channel_names_from_modality"]
 
 NNUNET_FILE_ENDINGS = (".nii.gz", ".mha", ".nrrd", ".nii")
 
@@ -43,9 +45,9 @@ NNUNET_FILE_ENDINGS = (".nii.gz", ".mha", ".nrrd", ".nii")
 def parse_label_map(text: str | None) -> dict[int, str] | None:
     """``"0=background,1=organ,2=lesion"`` -> ``{0: "background", 1: "organ", 2: "lesion"}``: the
     ``VALUE=NAME`` syntax of every ``--label-map``
-    (:func:`~segbalance.preprocessing.dicom_labels.parse_name_map`), plus nnU-Net's rules: names unique,
+    (:func:`~segbalance.io.dicom_common.parse_name_map`), plus nnU-Net's rules: names unique,
     background value 0 named."""
-    from segbalance.preprocessing.dicom_labels import parse_name_map
+    from segbalance.io.dicom_common import parse_name_map
 
     if text is None or text == "":
         return None
@@ -63,6 +65,44 @@ def dataset_folder_name(dataset_id: int, name: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
         raise ValueError(f"dataset name {name!r} may only hold letters, digits, '_' and '-'")
     return f"Dataset{int(dataset_id):03d}_{name}"
+
+
+def channel_names_from_modality(cases: list[Case], n_channels: int) -> list[str]:
+    """nnU-Net channel names from the images themselves: a DICOM channel is named by its series'
+    ``Modality`` (``CT``, ``MR``, ``PT``, ...), the same in every case. A channel of NIfTI/MHD/NRRD files
+    carries no modality: a single channel is ``CT`` (segbalance's earlier default) with a warning, several
+    are ``channel_<i>``. nnU-Net normalises a channel named ``CT`` with the dataset's intensity
+    percentiles and every other one per image (z-score), so the name matters.
+
+    Raises:
+        UserError: the cases' series disagree on a channel's modality (pass ``--channel-names``).
+    """
+    import warnings
+
+    from segbalance.io.dicom import series_modality
+
+    names = []
+    for i in range(n_channels):
+        found: dict[str, str] = {}
+        for case in cases:
+            modality = series_modality(case.images[i])
+            if modality is not None:
+                found.setdefault(modality, case.case_id)
+        if len(found) > 1:
+            listing = ", ".join(f"{m} (e.g. case {c})" for m, c in sorted(found.items()))
+            raise UserError(f"channel {i}: the DICOM series have different modalities: {listing}; name the "
+                            "channels with --channel-names")
+        if found:
+            names.append(next(iter(found)))
+        elif n_channels == 1:
+            warnings.warn("channel 0 named 'CT': NIfTI/MHD/NRRD images carry no modality; pass "
+                          "--channel-names MR (or the right name) if they are not CT, since nnU-Net "
+                          "normalises a 'CT' channel by the dataset's intensity percentiles",
+                          UserWarning, stacklevel=3)
+            names.append("CT")
+        else:
+            names.append(f"channel_{i}")
+    return names
 
 
 def _label_dtype(n_labels: int) -> type:
@@ -113,7 +153,7 @@ def convert_to_nnunet(
         src: source folder (``images/`` + ``labels/`` or ``imagesTr/`` + ``labelsTr/``).
         dst: the ``nnUNet_raw`` folder (or any folder) to create the dataset in.
         dataset_id, name: make ``DatasetXXX_Name``.
-        channel_names: one name per image channel (default ``["CT"]`` per channel count).
+        channel_names: one name per image channel (default: :func:`channel_names_from_modality`).
         label_map: ``{source_value: name}`` or ``"0=background,1=organ,2=lesion"``.
         file_ending: ``.nii.gz`` (default), ``.mha``, ``.nrrd`` or ``.nii``.
         jobs: worker processes; overwrite: rewrite finished cases and accept a foreign ``dst``.
@@ -131,20 +171,22 @@ def convert_to_nnunet(
         raise ValueError(f"{src}: cases have different channel counts {sorted(n_channels)}")
     n_ch = n_channels.pop()
     if channel_names is None:
-        channel_names = ["CT"] if n_ch == 1 else [f"channel_{i}" for i in range(n_ch)]
+        channel_names = channel_names_from_modality(cases, n_ch)
     if len(channel_names) != n_ch:
         raise ValueError(f"channel_names {channel_names} must have one name per channel ({n_ch})")
-    prepare_destination(dst, [src])
-    config = {"converter": "nnunet", "dataset": folder, "file_ending": file_ending, "label_map": lmap,
-              "channel_names": channel_names}
-    with OutputFolder(Path(dst) / folder, config, overwrite=overwrite, source=src) as out:
-        report = run_cases(cases, convert_case_to_nnunet, out, jobs=jobs, desc=f"nnunet {folder}",
-                           progress=progress, file_ending=file_ending, label_map=lmap)
-        if report.failed:  # a dataset.json of an earlier run would describe cases that are gone
-            out.remove_run_file("dataset.json")
-            return report
-        out.write_run_file("dataset.json", json.dumps(_dataset_json(report, src, name, lmap, channel_names,
-                                                                    file_ending), indent=2))
+    with NewFolders(dst, Path(dst) / folder) as made:
+        prepare_destination(dst, [src])
+        config = {"converter": "nnunet", "dataset": folder, "file_ending": file_ending, "label_map": lmap,
+                  "channel_names": channel_names}
+        with OutputFolder(Path(dst) / folder, config, overwrite=overwrite, source=src) as out:
+            report = run_cases(cases, convert_case_to_nnunet, out, jobs=jobs, desc=f"nnunet {folder}",
+                               progress=progress, file_ending=file_ending, label_map=lmap)
+            made.keep = bool(report.done)
+            if report.failed:  # a dataset.json of an earlier run would describe cases that are gone
+                out.remove_run_file("dataset.json")
+                return report
+            meta = _dataset_json(report, src, name, lmap, channel_names, file_ending)
+            out.write_run_file("dataset.json", json.dumps(meta, indent=2))
     return report
 
 

@@ -12,7 +12,7 @@ The case id is the file name without its format extension (``.nii.gz``, ``.mhd``
 
 A label may also be DICOM: ``labels/<case>.dcm`` (a DICOM-SEG or RTSTRUCT file) or ``labels/<case>/`` (a
 folder holding exactly one); it is rasterized on the image's grid with a label map naming its
-segments/ROIs (:mod:`segbalance.preprocessing.dicom_labels`).
+segments/ROIs (:mod:`segbalance.io.dicom_labels`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from segbalance.io.volume import Volume
+from segbalance.io.volumes import VOLUME_EXTENSIONS, case_id
 from segbalance.labels import present_labels
-from segbalance.preprocessing.io import VOLUME_EXTENSIONS, case_id
-from segbalance.preprocessing.volume import Volume
 
 __all__ = ["Case", "find_cases", "check_geometry", "check_label", "CaseError", "read_label", "load_case"]
 
@@ -163,10 +163,10 @@ def read_label(path: str | os.PathLike, reference: Volume,
 
     ``path`` is a volume file (NIfTI, MHD, NRRD, ...), a DICOM label series, or a DICOM-SEG/RTSTRUCT file
     (or a folder holding one), which is rasterized on ``reference``'s grid with ``label_map``
-    (``{value: segment/ROI name}``, see :func:`~segbalance.preprocessing.dicom_labels.read_dicom_label`).
+    (``{value: segment/ROI name}``, see :func:`~segbalance.io.dicom_labels.read_dicom_label`).
     """
-    from segbalance.preprocessing.dicom_labels import find_dicom_label, read_dicom_label
-    from segbalance.preprocessing.io import read_volume
+    from segbalance.io.dicom_labels import find_dicom_label, read_dicom_label
+    from segbalance.io.volumes import read_volume
 
     try:
         found = find_dicom_label(path)
@@ -191,7 +191,7 @@ def load_case(case: Case, known_labels: set[int] | None = None,
     The returned label volume holds an integer array. A DICOM-SEG/RTSTRUCT label is rasterized with
     ``label_map`` (default: ``case.extra["label_map"]``). Errors name the offending file.
     """
-    from segbalance.preprocessing.io import read_volume
+    from segbalance.io.volumes import read_volume
 
     images = [read_volume(p) for p in case.images]
     for other in images[1:]:

@@ -21,6 +21,7 @@ from segbalance.preprocessing.pairing import Case, CaseError, load_case
 from segbalance.preprocessing.runs import (
     CaseOutputs,
     ConversionReport,
+    NewFolders,
     OutputFolder,
     find_source_cases,
     prepare_destination,
@@ -183,14 +184,17 @@ def convert_to_patches(
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     cases = find_source_cases(src, label_map)
     require_3d_images(cases, "patches")
-    prepare_destination(dst, [src])
-    config = {"converter": "patches", "patch_size": patch, "mode": mode, "n_classes": n_classes,
-              "compress": compress, **({"label_map": label_map} if label_map else {})}
-    config.update({"overlap": overlap} if mode == "grid" else
-                  {"n_patches": n_patches, "fg_share": fg_share, "seed": seed})
-    with OutputFolder(dst, config, overwrite=overwrite, source=src) as out:
-        report = run_cases(cases, convert_case_to_patches, out, jobs=jobs, desc="patches", progress=progress,
-                           patch=patch, mode=mode, overlap=overlap, n_patches=n_patches, fg_share=fg_share,
-                           seed=seed, n_classes=n_classes, compress=compress)
-        write_manifest(out, report.rows())
+    with NewFolders(dst) as made:
+        prepare_destination(dst, [src])
+        config = {"converter": "patches", "patch_size": patch, "mode": mode, "n_classes": n_classes,
+                  "compress": compress, **({"label_map": label_map} if label_map else {})}
+        config.update({"overlap": overlap} if mode == "grid" else
+                      {"n_patches": n_patches, "fg_share": fg_share, "seed": seed})
+        with OutputFolder(dst, config, overwrite=overwrite, source=src) as out:
+            report = run_cases(cases, convert_case_to_patches, out, jobs=jobs, desc="patches",
+                               progress=progress, patch=patch, mode=mode, overlap=overlap,
+                               n_patches=n_patches, fg_share=fg_share, seed=seed, n_classes=n_classes,
+                               compress=compress)
+            write_manifest(out, report.rows())
+        made.keep = bool(report.done)
     return report

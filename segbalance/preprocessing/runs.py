@@ -17,7 +17,12 @@ What a converter guarantees about ``DST`` (docs/preprocessing.md, "Re-runs and -
 * a non-empty ``DST`` not written by segbalance, one made with other settings or from another ``SRC``
   is refused unless ``overwrite``; ``overwrite`` redoes every case and deletes every recorded output
   the new run does not write;
-* one writer at a time: a second conversion into the same ``DST`` is refused while the first runs.
+* one writer at a time: a second conversion into the same ``DST`` is refused while the first runs;
+* a conversion that converts nothing (every case failed, or an error before the first case) leaves nothing
+  behind: the folders it created (``DST``, nnU-Net's ``DatasetXXX_Name``) are removed again
+  (:class:`NewFolders`), and no manifest without rows is written. When some cases fail, the finished ones
+  are kept with their records and the manifest lists them; the failed cases have no record, so the next
+  run converts them (and only them) and rewrites the manifest.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import sys
 import tempfile
 import traceback
@@ -66,6 +72,7 @@ __all__ = [
     "ConversionReport",
     "run_cases",
     "write_manifest",
+    "NewFolders",
 ]
 
 STATE_DIR = ".segbalance"
@@ -87,7 +94,7 @@ def process_pool(jobs: int) -> ProcessPoolExecutor:
 def find_source_cases(src: str | os.PathLike, label_map: dict[int, str] | None = None) -> list:
     """:func:`~segbalance.preprocessing.pairing.find_cases`, refusing a source without any case; each case
     carries ``label_map`` (naming DICOM-SEG segments / RTSTRUCT ROIs, :func:`~.pairing.load_case`)."""
-    from segbalance.preprocessing.io import VOLUME_EXTENSIONS
+    from segbalance.io.volumes import VOLUME_EXTENSIONS
     from segbalance.preprocessing.pairing import find_cases
 
     cases = find_cases(src)
@@ -101,7 +108,7 @@ def find_source_cases(src: str | os.PathLike, label_map: dict[int, str] | None =
 
 def require_3d_images(cases: Iterable, job: str) -> None:
     """Refuse (one line naming the file) a case whose image is 2D, reading only file headers."""
-    from segbalance.preprocessing.io import image_dimension
+    from segbalance.io.volumes import image_dimension
 
     for case in cases:
         path = case.images[0]
@@ -120,7 +127,7 @@ def _case_paths(case: Any) -> list[Path]:
 def case_fingerprint(case: Any, src: str | os.PathLike) -> list[list]:
     """``[relative path, size, mtime_ns]`` of every file a case is read from (an MHD's data file and each
     file of a DICOM folder included): a changed, added or removed source file changes it."""
-    from segbalance.preprocessing.io import source_files
+    from segbalance.io.volumes import source_files
 
     src = Path(src)
     out = []
@@ -169,13 +176,35 @@ class CaseOutputs:
         return atomic_save_npz(self.path(rel), compress=compress, **arrays)
 
     def write_volume(self, rel: str, volume: Any) -> Path:
-        from segbalance.preprocessing.io import write_volume
+        from segbalance.io.volumes import write_volume
 
         return write_volume(volume, self.path(rel))
 
 
 def _journal_path(root: Path, case_id: str) -> Path:
     return root / STATE_DIR / "partial" / f"{case_id}.txt"
+
+
+class NewFolders:
+    """The folders among ``paths`` that do not exist yet; on exit, unless :attr:`keep` was set (some case
+    converted), they are deleted again, innermost first, when they hold no file outside segbalance's
+    ``.segbalance`` records (every output of a failed case is already deleted by then)."""
+
+    def __init__(self, *paths: str | os.PathLike):
+        self.new = [Path(p) for p in paths if not Path(p).exists()]
+        self.keep = False
+
+    def __enter__(self) -> NewFolders:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.keep and exc[0] is None:
+            return
+        for folder in reversed(self.new):
+            if folder.is_dir() and not any(
+                f.is_file() and STATE_DIR not in f.relative_to(folder).parts for f in folder.rglob("*")
+            ):
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def prepare_destination(dst: str | os.PathLike, sources: Iterable[str | os.PathLike] = ()) -> Path:
@@ -402,6 +431,11 @@ class ConversionReport:
         n_skip = sum(r.skipped for r in self.results)
         lines = [f"{len(self.done)} case(s) converted ({n_skip} already done), {len(self.failed)} failed"]
         lines += [f"  FAILED {r.case_id}: {r.error}" for r in self.failed]
+        if self.failed and not self.done:
+            lines.append("nothing written: no case converted (the folders this run created are removed)")
+        elif self.failed:
+            lines.append("incomplete: the finished cases are kept; run the same command again once the "
+                         "failed cases are fixed and only those are converted")
         return "\n".join(lines)
 
 
@@ -470,7 +504,12 @@ def run_cases(cases: list, fn: Callable[..., dict], out: OutputFolder, *, jobs: 
 
 
 def write_manifest(out: OutputFolder, rows: list[dict], name: str = "manifest") -> None:
-    """``<name>.csv`` and ``<name>.json`` (the same rows) in ``out``, recorded as run-level outputs."""
+    """``<name>.csv`` and ``<name>.json`` (the same rows) in ``out``, recorded as run-level outputs; without
+    rows (no case converted) none is written and an earlier one is removed."""
+    if not rows:
+        out.remove_run_file(f"{name}.csv")
+        out.remove_run_file(f"{name}.json")
+        return
     fields: list[str] = []
     for row in rows:
         fields += [k for k in row if k not in fields]

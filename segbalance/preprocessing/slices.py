@@ -2,7 +2,7 @@
 axis, intensity-windowed to ``[0, 1]``, resized to a fixed size (e.g. 224x224); labels resized with
 nearest neighbour. Written as PNG (8- or 16-bit) or NPZ (float32), with a manifest of every slice.
 
-Slices are taken in the array frame ``(z, y, x)`` of :class:`~segbalance.preprocessing.io.Volume`
+Slices are taken in the array frame ``(z, y, x)`` of :class:`~segbalance.io.volumes.Volume`
 (``axial`` = axis 0, ``coronal`` = 1, ``sagittal`` = 2), without reorienting to a patient frame.
 """
 
@@ -15,10 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from segbalance.io.volume import Volume
 from segbalance.preprocessing.pairing import Case, CaseError, load_case
 from segbalance.preprocessing.runs import (
     CaseOutputs,
     ConversionReport,
+    NewFolders,
     OutputFolder,
     find_source_cases,
     prepare_destination,
@@ -26,7 +28,6 @@ from segbalance.preprocessing.runs import (
     run_cases,
     write_manifest,
 )
-from segbalance.preprocessing.volume import Volume
 
 __all__ = ["Window", "parse_window", "window_intensities", "resize_slice", "volume_to_slices",
            "convert_to_slices", "AXES"]
@@ -203,13 +204,15 @@ def convert_to_slices(
     win = parse_window(window) if isinstance(window, str) else window
     cases = find_source_cases(src, label_map)
     require_3d_images(cases, "slices")
-    prepare_destination(dst, [src])
-    config = {"converter": "slices", "axis": axis_i, "size": size, "window": win.__dict__, "format": fmt,
-              "foreground_only": foreground_only, "n_classes": n_classes,
-              **({"label_map": label_map} if label_map else {})}
-    with OutputFolder(dst, config, overwrite=overwrite, source=src) as out:
-        report = run_cases(cases, convert_case_to_slices, out, jobs=jobs, desc="slices", progress=progress,
-                           axis=axis_i, size=size, window=win, fmt=fmt, foreground_only=foreground_only,
-                           n_classes=n_classes)
-        write_manifest(out, report.rows())
+    with NewFolders(dst) as made:
+        prepare_destination(dst, [src])
+        config = {"converter": "slices", "axis": axis_i, "size": size, "window": win.__dict__, "format": fmt,
+                  "foreground_only": foreground_only, "n_classes": n_classes,
+                  **({"label_map": label_map} if label_map else {})}
+        with OutputFolder(dst, config, overwrite=overwrite, source=src) as out:
+            report = run_cases(cases, convert_case_to_slices, out, jobs=jobs, desc="slices",
+                               progress=progress, axis=axis_i, size=size, window=win, fmt=fmt,
+                               foreground_only=foreground_only, n_classes=n_classes)
+            write_manifest(out, report.rows())
+        made.keep = bool(report.done)
     return report

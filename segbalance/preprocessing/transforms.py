@@ -2,7 +2,7 @@
 compute per-class label proportions and the signed distance maps of boundary losses.
 
 * :class:`VolumeReader` is a :class:`monai.data.ImageReader` for NIfTI, MHD/MHA, NRRD and DICOM (file or
-  series folder) through :func:`segbalance.preprocessing.io.read_volume`, so
+  series folder) through :func:`segbalance.io.volumes.read_volume`, so
   ``LoadImaged(keys, reader=VolumeReader())`` works without the ``itk`` package (MONAI's ``ITKReader``
   needs it for MHD/MHA/NRRD; without it ``LoadImage`` fails with a misleading DICOM error).
   :class:`LoadVolumed` is the same reader as a dictionary transform with a dtype per key. The result
@@ -36,10 +36,10 @@ import numpy as np
 import torch
 
 from segbalance.extras import require
+from segbalance.io.volume import Volume
+from segbalance.io.volumes import VOLUME_EXTENSIONS, read_volume, volume_format
 from segbalance.monai_losses.distance import METHODS, normalize_spacing, signed_distance_map
-from segbalance.preprocessing.io import VOLUME_EXTENSIONS, read_volume, volume_format
 from segbalance.preprocessing.patches import grid_patch_starts, random_patch_starts
-from segbalance.preprocessing.volume import Volume
 
 require("monai", needed_for="the MONAI transforms of segbalance.preprocessing.transforms")
 
@@ -117,7 +117,7 @@ class VolumeReader(ImageReader):
         reverse_indexing: index the array ``(x, y, z)`` like MONAI's readers (default); ``False`` keeps
             SimpleITK's ``(z, y, x)`` (the affine is permuted to match).
         series_uid: SeriesInstanceUID for DICOM folders holding several series.
-        read_kwargs: further keyword arguments of :func:`~segbalance.preprocessing.io.read_volume`.
+        read_kwargs: further keyword arguments of :func:`~segbalance.io.volumes.read_volume`.
 
     Example:
         >>> from monai.transforms import LoadImaged
@@ -136,7 +136,7 @@ class VolumeReader(ImageReader):
         return all(Path(f).is_dir() or volume_format(f) in VOLUME_EXTENSIONS for f in ensure_tuple(filename))
 
     def read(self, data: Sequence[str | Path] | str | Path, **kwargs) -> Volume | list[Volume]:
-        """Read one :class:`~segbalance.preprocessing.volume.Volume` per file (a list for several)."""
+        """Read one :class:`~segbalance.io.volume.Volume` per file (a list for several)."""
         kwargs = {"series_uid": self.series_uid, **self.read_kwargs, **kwargs}
         volumes = [read_volume(f, **kwargs) for f in ensure_tuple(data)]
         return volumes[0] if len(volumes) == 1 else volumes
@@ -193,7 +193,7 @@ class LoadVolumed(MapTransform):
         self.reader = VolumeReader(reverse_indexing=reverse_indexing, series_uid=series_uid)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        from segbalance.preprocessing.dicom_labels import find_dicom_label
+        from segbalance.io.dicom_labels import find_dicom_label
         from segbalance.preprocessing.pairing import read_label
 
         d = dict(data)

@@ -10,7 +10,7 @@ require("monai", "tqdm", needed_for="segbalance.training (MONAI training)")
 
 _LAZY = {
     "CheckpointError": "checkpoint", "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
-    "NonFiniteLossError": "engine", "TrainConfig": "engine", "build_model": "engine", "load_model": "engine",
+    "NonFiniteLossError": "engine", "TrainConfig": "engine", "build_model": "model", "load_model": "model",
     "train": "engine", "predict_volume": "predict", "predict_folder": "predict",
 }
 __all__ = sorted(_LAZY)

@@ -73,7 +73,7 @@ def load_cases(root: str | os.PathLike, split: str = "train", num_classes: int |
     image's grid and geometry, integer values, below ``num_classes`` when given); one image channel and a
     3D volume are required. All problems are collected and raised together. ``label_map``
     (``"1=GTV,2=Lung_L"`` or ``{1: "GTV", 2: "Lung_L"}``) names the segments/ROIs of DICOM-SEG and RTSTRUCT
-    labels (:mod:`segbalance.preprocessing.dicom_labels`).
+    labels (:mod:`segbalance.io.dicom_labels`).
 
     Raises:
         FileNotFoundError: ``root`` does not exist.
@@ -89,7 +89,7 @@ def load_cases(root: str | os.PathLike, split: str = "train", num_classes: int |
         what = "labelled case (an image in images/ with a label of the same name in labels/)"
         raise UserError(f"data {root}: no {what if split == 'train' else 'case'} found")
     if label_map:
-        from segbalance.preprocessing.dicom_labels import parse_name_map
+        from segbalance.io.dicom_common import parse_name_map
 
         lmap = parse_name_map(label_map)
         for case in cases:

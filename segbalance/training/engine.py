@@ -25,6 +25,7 @@ import torch
 
 from segbalance.errors import UserError
 from segbalance.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from segbalance.training.model import build_model, load_model  # noqa: F401 (re-exported, patched by tests)
 
 __all__ = [
     "TrainConfig",
@@ -129,43 +130,6 @@ class TrainConfig:
         if self.data is not None:
             record["data"] = str(Path(self.data).resolve())
         return record
-
-
-def build_model(dim: int, num_classes: int, channels: tuple[int, ...]) -> torch.nn.Module:
-    """MONAI ``UNet`` (1 input channel, ``num_classes`` logits, stride 2 between levels, 1 residual unit)."""
-    from monai.networks.nets import UNet
-
-    return UNet(
-        spatial_dims=dim,
-        in_channels=1,
-        out_channels=num_classes,
-        channels=channels,
-        strides=(2,) * (len(channels) - 1),
-        num_res_units=1,
-    )
-
-
-def load_model(checkpoint: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
-    """The model of a checkpoint written by :func:`train`, in eval mode, and the checkpoint's ``info``.
-
-    The file is read with :func:`~segbalance.training.checkpoint.load_checkpoint` (``weights_only=True``;
-    a file that would run code, a truncated file or another program's checkpoint is refused with a
-    ``ValueError`` naming the file).
-    """
-    ckpt = load_checkpoint(checkpoint, map_location=device)
-    info = ckpt["info"]
-    missing = [k for k in ("dim", "num_classes", "channels") if k not in info]
-    if missing:
-        raise CheckpointError(f"{checkpoint}: not a segbalance checkpoint (its info has no {missing})")
-    model = build_model(info["dim"], info["num_classes"], tuple(info["channels"]))
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(
-            f"{checkpoint}: the weights do not fit the UNet its info describes ({first})"
-        ) from None
-    return model.to(device).eval(), info
 
 
 def _seed_everything(seed: int) -> None:

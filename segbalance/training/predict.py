@@ -5,7 +5,7 @@ overlap, Gaussian blending). 2D models: each axial slice resized to the training
 logits resized back before the argmax. Mixed precision (``torch.autocast``) on CUDA, float32 elsewhere.
 
 :func:`predict_folder` (``segbalance predict``) reads NIfTI/MHD/NRRD files or DICOM series with
-:func:`~segbalance.preprocessing.io.read_volume`, predicts on the input's own grid (no resampling; the
+:func:`~segbalance.io.volumes.read_volume`, predicts on the input's own grid (no resampling; the
 model trains at native spacing too) and writes label volumes with the input's spacing, origin and
 direction as NIfTI (``<case>.nii.gz``), DICOM-SEG or RTSTRUCT (``<case>.dcm``, referencing the source
 series). With ``jobs >= 1`` the next input is read and the previous prediction written in threads while the
@@ -53,7 +53,7 @@ def predict_volume(model, info: dict, image: np.ndarray, batch_size: int = 16, *
                    overlap: float = 0.5, progress: bool = False) -> np.ndarray:
     """Label map (z, y, x) uint8 of ``image`` ((z, y, x) or (1, z, y, x)) from a trained model.
 
-    ``info`` is the checkpoint's info (:func:`~segbalance.training.engine.load_model`): dim, size, ct.
+    ``info`` is the checkpoint's info (:func:`~segbalance.training.model.load_model`): dim, size, ct.
     ``amp``: autocast on CUDA (default: on for CUDA, always off elsewhere).
     """
     import torch
@@ -96,9 +96,12 @@ def find_inputs(src: str | os.PathLike) -> list[tuple[str, Path]]:
 
     ``src`` is a volume file, a DICOM series folder, a folder of volume files and/or DICOM series
     sub-folders, or a dataset root (``images/`` + ``labels/``, ``imagesTr``/``imagesTs``), whose test cases
-    (images without a label) are taken. A ``_0000`` channel suffix is dropped from the case id.
+    (images without a label) are taken. A ``_0000`` channel suffix is dropped from the case id. The case id
+    is the file or sub-folder name; a DICOM series given on its own is named from its headers
+    (:func:`segbalance.io.naming.case_output_name`: ``<PatientID>_<StudyDate>_<SeriesDescription>`` or the
+    series UID), never after its folder.
     """
-    from segbalance.preprocessing.io import VOLUME_EXTENSIONS, case_id
+    from segbalance.io.volumes import VOLUME_EXTENSIONS, case_id
     from segbalance.preprocessing.pairing import _split_channel, find_cases
 
     src = Path(src)
@@ -121,8 +124,10 @@ def find_inputs(src: str | os.PathLike) -> list[tuple[str, Path]]:
                and not e.name.lower().endswith(".dcm")]
     folders = [e for e in entries if e.is_dir()]
     dicom_files = [e for e in entries if e.is_file() and e not in volumes]
-    if not volumes and not folders and dicom_files:
-        return [(src.name, src)]  # src is itself one DICOM series
+    if not volumes and not folders and dicom_files:  # src is itself one DICOM series: named from its headers
+        from segbalance.io.naming import case_output_name
+
+        return [(case_output_name(src), src)]
     out = [(_split_channel(case_id(p))[0], p) for p in volumes + folders]
     seen: dict[str, Path] = {}
     for cid, p in out:
@@ -134,8 +139,8 @@ def find_inputs(src: str | os.PathLike) -> list[tuple[str, Path]]:
 
 def _fingerprint(path: Path) -> list:
     """Size + mtime of a file and of its data file (an MHD's ``.raw``, a detached NRRD's), or file count +
-    total size + newest mtime of a folder (:func:`~segbalance.preprocessing.io.source_files`)."""
-    from segbalance.preprocessing.io import source_files
+    total size + newest mtime of a folder (:func:`~segbalance.io.volumes.source_files`)."""
+    from segbalance.io.volumes import source_files
 
     try:
         files = [f.stat() for f in source_files(path)]
@@ -144,6 +149,35 @@ def _fingerprint(path: Path) -> list:
     if path.is_file():
         return [v for st in files for v in (st.st_size, st.st_mtime_ns)]
     return [len(files), sum(s.st_size for s in files), max((s.st_mtime_ns for s in files), default=0)]
+
+
+def _recorded_source(dst: Path, cid: str) -> str | None:
+    try:
+        return json.loads((dst / STATE / f"{cid}.json").read_text()).get("source")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _distinct_outputs(inputs: list[tuple[str, Path]], dst: Path, ext: str,
+                      overwrite: bool) -> list[tuple[str, Path]]:
+    """``inputs`` with each case id made unique in ``dst``: a name another input of this run already took,
+    or whose output exists and belongs to another source (its record names another input; without a record
+    it is not ours, kept unless ``overwrite``), gets ``_<suffix>``
+    (:func:`~segbalance.io.naming.unique_suffix`), so no case's output replaces another's."""
+    from segbalance.io.naming import unique_suffix
+
+    taken: set[str] = set()
+    out = []
+    for cid, path in inputs:
+        source = str(path.resolve())
+        recorded = _recorded_source(dst, cid)
+        exists = (dst / f"{cid}{ext}").exists()
+        foreign = exists and (recorded != source if recorded is not None else not overwrite)
+        if cid in taken or foreign:
+            cid = f"{cid}_{unique_suffix(path)}"
+        taken.add(cid)
+        out.append((cid, path))
+    return out
 
 
 @dataclass
@@ -198,8 +232,8 @@ def predict_folder(
     """
     from tqdm.auto import tqdm
 
-    from segbalance.preprocessing.dicom_labels import parse_name_map
-    from segbalance.training.engine import load_model
+    from segbalance.io.dicom_common import parse_name_map
+    from segbalance.training.model import load_model
 
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
@@ -224,7 +258,7 @@ def predict_folder(
     ckpt_fp = _fingerprint(checkpoint)
     report = PredictReport()
     todo = []
-    for cid, path in inputs:
+    for cid, path in _distinct_outputs(inputs, dst, ext, overwrite):
         out = dst / f"{cid}{ext}"
         record = {"source": str(path.resolve()), "source_fp": _fingerprint(path),
                   "checkpoint": str(checkpoint.resolve()), "checkpoint_fp": ckpt_fp, "format": fmt,
@@ -241,7 +275,7 @@ def predict_folder(
     parameters = {"loss": str(info.get("loss", "")), "checkpoint": checkpoint.name}
 
     def read(path: Path):
-        from segbalance.preprocessing.io import read_volume
+        from segbalance.io.volumes import read_volume
 
         t = time.perf_counter()
         volume = read_volume(path)
@@ -249,7 +283,7 @@ def predict_folder(
             raise ValueError(f"{path}: expected a 3D volume, got shape {volume.shape}")
         headers = None
         if fmt in DICOM_FORMATS:
-            from segbalance.preprocessing.dicom import read_series_headers
+            from segbalance.io.dicom import read_series_headers
 
             headers = read_series_headers(path)
         return volume, headers, time.perf_counter() - t
@@ -257,11 +291,11 @@ def predict_folder(
     def write(path: Path, volume, headers, label: np.ndarray, out: Path, marker: Path, record: dict) -> float:
         t = time.perf_counter()
         if fmt == "dicom-seg":
-            from segbalance.preprocessing.dicom_seg import write_dicom_seg
+            from segbalance.io.dicom_seg import write_dicom_seg
 
             write_dicom_seg(label, path, out, label_map=names, parameters=parameters, headers=headers)
         elif fmt == "rtstruct":
-            from segbalance.preprocessing.dicom_labels import write_rtstruct
+            from segbalance.io.rtstruct import write_rtstruct
 
             values = sorted(v for v in (names or {}) if v) or sorted(
                 int(v) for v in np.unique(label) if v) or [1]
@@ -269,9 +303,10 @@ def predict_folder(
             if unknown:
                 raise ValueError(f"{out}: predicted label values {unknown} are not in the label map {names}")
             masks = {(names or {}).get(v, f"label_{v}"): label == v for v in values}
-            write_rtstruct(masks, path, out, headers=headers, label=f"segbalance {parameters['loss']}"[:16])
+            write_rtstruct(masks, path, out, headers=headers, label=f"segbalance {parameters['loss']}"[:16],
+                           progress=progress)
         else:
-            from segbalance.preprocessing.io import write_volume
+            from segbalance.io.volumes import write_volume
 
             write_volume(volume.with_array(label), out)
         atomic_write_text(marker, json.dumps(record))

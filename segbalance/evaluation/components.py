@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from segbalance.evaluation.lesions import component_stats, connected_components
+from segbalance.evaluation.connected import component_stats, connected_components
 from segbalance.evaluation.metrics import _bbox_crop, edge_distances
 
 #: bounding boxes up to this many voxels get their Voronoi regions from scipy's EDT (as MONAI and CCMetrics)

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from segbalance.evaluation.connected import _IN_PLANE, CONNECTIVITY, component_stats, connected_components
 from segbalance.evaluation.metrics import (
     _check_inputs,
     _quantile,
@@ -57,9 +58,7 @@ from segbalance.evaluation.metrics import (
 )
 
 MATCHING = ("iou", "overlap")
-CONNECTIVITY = {3: (6, 18, 26), 2: (4, 8)}
 DEFAULT_SIZE_BINS_MM3 = (100.0, 1000.0)
-_IN_PLANE = {6: 4, 18: 8, 26: 8}  # a 3D neighbourhood restricted to one plane, for 2D images
 
 #: per (case, class) lesion metrics, in CSV column order (size-bin columns follow, see :func:`bin_names`)
 CASE_FIELDS = ("label", "flag", "n_gt", "n_pred", "tp", "fp", "fn", "sensitivity", "precision", "f1", "rq",
@@ -83,27 +82,6 @@ def _check_bins(size_bins_mm3: Sequence[float]) -> tuple[float, ...]:
     if any(not (math.isfinite(v) and v > 0) for v in edges) or list(edges) != sorted(set(edges)):
         raise ValueError(f"size_bins_mm3 must be increasing positive volumes in mm³, got {size_bins_mm3}")
     return edges
-
-
-def connected_components(mask: np.ndarray, connectivity: int = 26) -> tuple[np.ndarray, int]:
-    """Label the connected components of a boolean mask (``cc3d``); returns ``(labels, n)``, ids 1..n."""
-    from segbalance.extras import require
-
-    require("cc3d", needed_for="lesion-level evaluation (connected components)")
-    import cc3d
-
-    allowed = CONNECTIVITY.get(mask.ndim)
-    if allowed is None:
-        raise ValueError(f"lesion components need a 2D or 3D array, got shape {mask.shape}")
-    if mask.ndim == 2 and connectivity in _IN_PLANE:
-        connectivity = _IN_PLANE[connectivity]
-    if connectivity not in allowed:
-        raise ValueError(f"connectivity must be one of {allowed} for a {mask.ndim}-D array, "
-                         f"got {connectivity}")
-    mask = np.ascontiguousarray(mask)
-    mask = mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8, copy=False)
-    labels, n = cc3d.connected_components(mask, connectivity=connectivity, return_N=True)
-    return labels, int(n)
 
 
 def empty_class_row(label: int, fields: Sequence[str], flag: str = "both_empty") -> dict:
@@ -158,25 +136,6 @@ def match_components(gt_cc: np.ndarray, n_gt: int, pred_cc: np.ndarray, n_pred: 
             gt_match[gi], pred_match[pi] = pi, gi
     pairs = [(int(a), int(b), int(c), float(d)) for a, b, c, d in zip(g, p, inter, iou)]
     return Matching(gt_match, pred_match, pairs)
-
-
-def component_stats(cc: np.ndarray, mask: np.ndarray, n: int) -> dict:
-    """Voxel counts, bounding boxes (tuples of slices) and centroids (voxel coordinates) of components
-    ``1..n`` of ``cc``, from the voxels of ``mask`` only (work proportional to the foreground, unlike
-    ``cc3d.statistics``, which scans the whole array). Index 0 is background (empty box)."""
-    idx = np.flatnonzero(mask)
-    ids = cc.ravel()[idx].astype(np.intp)
-    counts = np.bincount(ids, minlength=n + 1).astype(np.int64)
-    coords = np.unravel_index(idx, cc.shape)
-    order = np.argsort(ids, kind="stable")
-    starts = np.searchsorted(ids[order], np.arange(1, n + 1))
-    lo = [np.minimum.reduceat(c[order], starts) for c in coords] if n else []
-    hi = [np.maximum.reduceat(c[order], starts) for c in coords] if n else []
-    boxes = [tuple(slice(0, 0) for _ in cc.shape)] + [
-        tuple(slice(int(a[i]), int(b[i]) + 1) for a, b in zip(lo, hi)) for i in range(n)]
-    safe = np.maximum(counts, 1)
-    centroids = np.stack([np.bincount(ids, weights=c, minlength=n + 1) / safe for c in coords], axis=1)
-    return {"voxel_counts": counts, "bounding_boxes": boxes, "centroids": centroids}
 
 
 @dataclass

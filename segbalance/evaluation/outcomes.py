@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segbalance.evaluation.lesions import connected_components, match_components
+from segbalance.evaluation.connected import connected_components
+from segbalance.evaluation.lesions import match_components
 
 __all__ = ["LesionOutcomes", "lesion_outcomes", "busiest_slice", "plot_lesion_outcomes", "OUTCOME_COLOURS"]
 

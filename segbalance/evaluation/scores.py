@@ -23,7 +23,7 @@ import numpy as np
 def score_files_by_case(folder: str | os.PathLike) -> dict[str, Path]:
     """``{case id: path}`` of the score maps in ``folder``: the ``.npz`` files if there are any (an nnU-Net
     output folder also holds the label maps, which are not scores), else the volume files."""
-    from segbalance.preprocessing.io import VOLUME_EXTENSIONS, case_id
+    from segbalance.io.volumes import VOLUME_EXTENSIONS, case_id
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -72,7 +72,7 @@ def read_scores(path: str | os.PathLike, labels: list[int], gt) -> dict[int, np.
             else:
                 out[lab] = probs[lab]
         return {k: _finite(np.asarray(v, np.float32), p) for k, v in out.items()}
-    from segbalance.preprocessing.io import read_volume
+    from segbalance.io.volumes import read_volume
     from segbalance.preprocessing.pairing import check_geometry
 
     vol = read_volume(p)

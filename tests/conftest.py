@@ -33,3 +33,14 @@ def results(tmp_path, monkeypatch) -> Path:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _torch_grad_mode_restored():
+    """Every test leaves torch's grad mode as it found it (a leaked ``set_grad_enabled(False)`` breaks
+    every later test in the same worker, far from its cause)."""
+    enabled = torch.is_grad_enabled()
+    yield
+    leaked = torch.is_grad_enabled() != enabled
+    torch.set_grad_enabled(enabled)
+    assert not leaked, "the test changed torch's grad mode and did not restore it"

@@ -42,9 +42,21 @@ def test_dice_equals_monai_per_component(seed):
     assert ours["cc_dice"] == pytest.approx(float(ref.reshape(-1)[0]), abs=1e-6)
 
 
+def _import_ccmetrics():
+    """CCMetrics calls ``torch.set_grad_enabled(False)`` at import (CC_base.py), which would switch autograd off
+    for every later test in the worker: import it and put the grad mode back."""
+    import torch
+
+    enabled = torch.is_grad_enabled()
+    try:
+        return pytest.importorskip("CCMetrics")
+    finally:
+        torch.set_grad_enabled(enabled)
+
+
 @pytest.mark.parametrize("seed", range(2))
 def test_equals_ccmetrics(seed):
-    ccm = pytest.importorskip("CCMetrics")
+    ccm = _import_ccmetrics()
     pred, gt = _case(seed)
     tol = 1.5
     ours = per_component_metrics(pred, gt, spacing=(1.0, 1.0, 1.0), nsd_tolerance=tol)

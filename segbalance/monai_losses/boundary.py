@@ -191,15 +191,16 @@ class DiceCEHausdorffDTLoss(RegionBoundaryLoss):
     Karimi & Salcudean train their HD loss beside a Dice term; alone (``hd_dt``) it weighs a missed voxel of
     a small lesion by ``d_G² ≈`` its own tiny depth and a false positive by its squared distance to the
     lesion, so the cheapest state is to predict the lesion nowhere, and nnU-Net never switches it on
-    (docs/rare-class.md). The region term is :class:`~segbalance.monai_losses.compound.DiceCELoss` with the
-    Dice term over the foreground classes (nnU-Net's ``do_bg=False``; ``region_kwargs`` to change it),
-    the distance term :class:`~segbalance.monai_losses.hausdorff.HausdorffDTLoss` (exponent 2,
+    (docs/rare-class.md). The region term is
+    :class:`~segbalance.monai_losses.compound.DiceCrossEntropyLoss` with the Dice term over the foreground
+    classes (nnU-Net's ``do_bg=False``; ``region_kwargs`` to change it),
+    the distance term :class:`~segbalance.monai_losses.hausdorff.HausdorffDistanceLoss` (exponent 2,
     ``distance_kwargs={"alpha": …}``), foreground classes, spacing-aware.
 
     Example:
         >>> loss = DiceCEHausdorffDTLoss(spacing=(2.5, 0.8, 0.8))
         >>> loss.alpha, type(loss.boundary_loss).__name__, loss.region_loss.include_background
-        (0.01, 'HausdorffDTLoss', False)
+        (0.01, 'HausdorffDistanceLoss', False)
     """
 
     region = "dice_ce"

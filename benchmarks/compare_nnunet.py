@@ -61,6 +61,7 @@ TRAINERS = [
     "nnUNetTrainerCELoss",  # nnU-Net's own CE-only trainer: the control for the CE-based rows
     # the forms that learn the lesions (docs/rare-class.md) and DFL + Dice as the table had it
     "nnUNetTrainerDFLDC", "nnUNetTrainerHDDTDiceCE", "nnUNetTrainerComboBeta09", "nnUNetTrainerDFLDice",
+    "nnUNetTrainerHDDTDiceCECap",
 ]
 #: the lesion evaluation (``segbalance evaluate``'s defaults, passed explicitly and recorded with every run)
 LESION_SETTINGS = {"connectivity": 26, "matching": "iou", "iou_threshold": 0.5}

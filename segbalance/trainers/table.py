@@ -72,6 +72,13 @@ _ROWS: list[tuple[str, str, dict, str]] = [
         " to use.",
     ),
     (
+        "HDDTDiceCECap",
+        "dice_ce_hd_dt",
+        {"alpha_max": 0.1},
+        "As HDDTDiceCE with α capped at 0.1 (α = 0.01 + 0.01·epoch ≤ 0.1): the region term keeps"
+        " teaching the small lesions while HD-DT sharpens them.",
+    ),
+    (
         "ComboBeta09",
         "combo",
         {"beta": 0.9},

@@ -536,7 +536,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="summary JSON (default benchmarks/results/"
                     "compare_nnunet_<budget>.json)")
     ap.add_argument("--lesions", choices=sorted(LESION_SETTINGS_BY_NAME), default="default",
-                    help="phantom lesion sizes: default (log-uniform radii) or mixed (one large lesion beside "
+                    help="phantom lesion sizes: default (log-uniform radii) or mixed (one large lesion "
+                    "beside "
                     "five small ones); mixed uses the work folder <budget>-mixed")
     ap.add_argument("--reuse-only", action="store_true",
                     help="train nothing: summarise the runs of --trainers x --folds that have a record")
@@ -592,7 +593,8 @@ def main(argv: list[str] | None = None) -> int:
             print(markdown_versus(entries))
     summary = {"machine": machine(), "budget": {"name": args.budget, **spec}, "trainers": args.trainers,
                "phantoms": {"shape_zyx": SHAPE, "spacing_zyx_mm": SPACING, "lesions_per_phantom": N_LESIONS,
-                            "lesions": args.lesions, "lesion_radii_mm": LESION_SETTINGS_BY_NAME[args.lesions]},
+                            "lesions": args.lesions,
+                            "lesion_radii_mm": LESION_SETTINGS_BY_NAME[args.lesions]},
                "lesion_settings": LESION_SETTINGS, "versus_baseline": versus, "versus_ce_control": versus_ce,
                "folds": args.folds, "wall_s": time.perf_counter() - t0,
                # the runs' own times (a resumed invocation's wall_s counts only what it did itself)

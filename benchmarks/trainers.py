@@ -229,7 +229,8 @@ def cpu_instance_cost(args) -> dict:
                 patch, t.configure_rotation_dummyDA_mirroring_and_inital_patch_size()[0], scales,
                 (0, 1, 2), False, foreground_labels=[1, 2],
             )
-            maps = [tr for tr in getattr(train, "transforms", []) if type(tr).__name__ == "InstanceMapsTransform"]
+            steps = getattr(train, "transforms", [])
+            maps = [tr for tr in steps if type(tr).__name__ == "InstanceMapsTransform"]
             per_batch, maps_only = [], []
             for _ in range(args.loader_repeats):
                 t0 = time.perf_counter()

@@ -77,7 +77,8 @@ def test_segbalance_train_feeds_the_maps_to_the_loss(tmp_path):
 
     root = tmp_path / "phantoms"
     write_phantom_dataset(root, 2, seed=0, shape=(12, 32, 32))
-    cfg = TrainConfig(out=str(tmp_path / "run"), data=str(root), dim=3, size=(8, 16, 16), samples_per_volume=2,
+    cfg = TrainConfig(out=str(tmp_path / "run"), data=str(root), dim=3, size=(8, 16, 16),
+                      samples_per_volume=2,
                       loss="cc_dice_ce", epochs=1, channels=(4, 8, 16), batch_size=4, steps_per_epoch=2,
                       progress=False)
     with warnings.catch_warnings():

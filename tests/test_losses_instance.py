@@ -106,7 +106,8 @@ def test_blob_leaves_other_components_out_not_at_half_probability():
     logits, target = binary_logits(prob[None]), torch.from_numpy(y)[None, None, None]
     idx = np.arange(40)
     c1, c2, background = idx < 20, (idx >= 36) & (idx < 38), y == 0
-    ours = (ell(prob[c1 | background], y[c1 | background]) + ell(prob[c2 | background], y[c2 | background])) / 2
+    s1, s2 = c1 | background, c2 | background
+    ours = (ell(prob[s1], y[s1]) + ell(prob[s2], y[s2])) / 2
     # reference: component n's target is the component only; masked voxels (the other lesion) get p = 0.5
     ref = []
     for comp, other in ((c1, c2), (c2, c1)):

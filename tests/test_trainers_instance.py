@@ -1,4 +1,4 @@
-"""The instance-loss trainers (``nnUNetTrainerBlob``, ``nnUNetTrainerCCDiceCE``): maps made in the data loader.
+"""The instance-loss trainers (``nnUNetTrainerBlob``, ``nnUNetTrainerCCDiceCE``): maps made in the loader.
 
 The data-loader transform must hand every deep-supervision scale maps downsampled with its target (an id
 > 0 exactly where the scale's target holds the class), the loss must then never compute maps itself (no
@@ -52,11 +52,15 @@ def validation_pipeline(trainer):
 def batch_of(trainer, n=2, ignore=False):
     pipeline = validation_pipeline(trainer)
     samples = [
-        pipeline(image=torch.randn(1, *PATCH), segmentation=sample_segmentation(ignore, seed=i)) for i in range(n)
+        pipeline(image=torch.randn(1, *PATCH), segmentation=sample_segmentation(ignore, seed=i))
+        for i in range(n)
     ]
     return {
         "data": torch.stack([s["image"] for s in samples]),
-        "target": [torch.stack([s["segmentation"][k] for s in samples]) for k in range(len(samples[0]["segmentation"]))],
+        "target": [
+            torch.stack([s["segmentation"][k] for s in samples])
+            for k in range(len(samples[0]["segmentation"]))
+        ],
         "keys": [f"case{i}" for i in range(n)],
     }
 

@@ -110,8 +110,9 @@ class InstanceLoss(SegLoss):
             if not self._warned:
                 self._warned = True
                 warnings.warn(
-                    f"{type(self).__name__} called without instance maps: computing its {self.instance_maps!r} "
-                    "maps from the target on the CPU (cc3d) in every call. Make them in the data loader "
+                    f"{type(self).__name__} called without instance maps: computing its "
+                    f"{self.instance_maps!r} maps from the target on the CPU (cc3d) in every call. "
+                    "Make them in the data loader "
                     "(segbalance.preprocessing.InstanceMapsd, or the segbalance nnU-Net trainers) and pass "
                     "loss(input, target, instances).",
                     stacklevel=3,
@@ -125,8 +126,8 @@ class InstanceLoss(SegLoss):
         return maps[:, channels]
 
     def instance_sums(self, p: Prepared, maps: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-id sums ``(6, B, K', N+1)`` of the base loss's quantities over valid voxels, and ``(B, K', N+1)``
-        presence of each id (``N`` the largest id)."""
+        """Per-id sums ``(6, B, K', N+1)`` of the base loss's quantities over valid voxels, and
+        ``(B, K', N+1)`` presence of each id (``N`` the largest id)."""
         channels = p.class_channels(self.include_background)
         probs = p.probs[:, channels]
         y = p.onehot[:, channels]
@@ -134,7 +135,8 @@ class InstanceLoss(SegLoss):
         neg = -(1.0 - y) * log_one_minus_probs(p)[:, channels]
         values = torch.stack([probs, y, probs * y, torch.ones_like(probs), pos, neg])
         if p.valid is not None:
-            values = torch.where(p.valid.unsqueeze(0).unsqueeze(2), values, torch.zeros((), device=values.device))
+            zero = torch.zeros((), device=values.device)
+            values = torch.where(p.valid.unsqueeze(0).unsqueeze(2), values, zero)
         num_ids = int(maps.max()) + 1 if maps.numel() else 1
         sums = group_sums(values, maps, num_ids)
         with torch.no_grad():
@@ -240,7 +242,7 @@ class CCDiceCELoss(InstanceLoss):
         >>> import torch
         >>> target = torch.tensor([[[[1, 0, 0, 0, 0, 0, 1]]]])
         >>> logits = torch.tensor([[[[0., 0, 0, 0, 0, 0, 0]], [[9., -9, -9, -9, -9, 9, 9]]]])
-        >>> regions = torch.tensor([[[[0, 0, 0, 0, 0, 0, 0]], [[1, 1, 1, 1, 2, 2, 2]]]])  # Voronoi (ties: lower id)
+        >>> regions = torch.tensor([[[[0, 0, 0, 0, 0, 0, 0]], [[1, 1, 1, 1, 2, 2, 2]]]])  # ties: lower id
         >>> loss = CCDiceCELoss(lambda_ce=0.0)  # the false positive at x = 5 is in lesion 2's region
         >>> round(float(loss(logits, target, regions)), 3)  # region 1 perfect, region 2 Dice 2/3: mean 1/6
         0.167

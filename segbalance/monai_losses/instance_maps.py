@@ -55,7 +55,9 @@ def component_ids(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return ids.astype(np.int32, copy=False), int(n)
 
 
-def voronoi_regions(ids: np.ndarray, n: int | None = None, spacing: Sequence[float] | None = None) -> np.ndarray:
+def voronoi_regions(
+    ids: np.ndarray, n: int | None = None, spacing: Sequence[float] | None = None
+) -> np.ndarray:
     """The Voronoi region map of component ``ids`` (0 = no component): each voxel gets its nearest id."""
     ids = np.asarray(ids)
     n = int(ids.max()) if n is None else int(n)
@@ -77,7 +79,9 @@ def voronoi_regions(ids: np.ndarray, n: int | None = None, spacing: Sequence[flo
         return region
     from scipy import ndimage
 
-    idx = ndimage.distance_transform_edt(ids == 0, sampling=spacing, return_distances=False, return_indices=True)
+    idx = ndimage.distance_transform_edt(
+        ids == 0, sampling=spacing, return_distances=False, return_indices=True
+    )
     return ids[tuple(idx)].astype(np.int32, copy=False)
 
 
@@ -112,7 +116,9 @@ def instance_maps(
 def check_maps(maps: Tensor, expected: tuple[int, ...], loss: str, argument: str = "instances") -> Tensor:
     """Validate precomputed maps: a tensor of integer ids ``>= 0`` of shape ``expected``; int64."""
     if not isinstance(maps, Tensor):
-        raise ValueError(f"{loss}: {argument} must be a torch.Tensor of instance ids, got {type(maps).__name__}")
+        raise ValueError(
+            f"{loss}: {argument} must be a torch.Tensor of instance ids, got {type(maps).__name__}"
+        )
     if tuple(maps.shape) != expected:
         raise ValueError(
             f"{loss}: {argument} must have shape (B, C, *spatial) = {expected} like the logits, "

@@ -595,7 +595,8 @@ class InstanceMapsd(MapTransform):
         output_keys = [output_key] if isinstance(output_key, str) else list(output_key)
         if len(output_keys) != len(self.keys):
             raise ValueError(
-                f"InstanceMapsd: output_key must name one output per key ({len(self.keys)}), got {output_key!r}"
+                f"InstanceMapsd: output_key must name one output per key ({len(self.keys)}), "
+                f"got {output_key!r}"
             )
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
             raise ValueError(f"InstanceMapsd: num_classes must be a positive int, got {num_classes!r}")
@@ -609,8 +610,9 @@ class InstanceMapsd(MapTransform):
 
     @classmethod
     def for_loss(cls, loss, keys: KeysCollection = "label", num_classes: int | None = None, **kwargs):
-        """The transform that makes the maps ``loss`` (a :class:`~segbalance.monai_losses.instance.InstanceLoss`)
-        reads, with its ``include_background`` and ``spacing``."""
+        """The transform that makes the maps ``loss``
+        (a :class:`~segbalance.monai_losses.instance.InstanceLoss`) reads, with its ``include_background``
+        and ``spacing``."""
         kind = getattr(loss, "instance_maps", None)
         if kind is None:
             raise ValueError(f"{type(loss).__name__} reads no instance maps (it is not an instance loss)")
@@ -635,7 +637,8 @@ class InstanceMapsd(MapTransform):
             data = data.as_tensor()
         if data.ndim not in (3, 4):
             raise ValueError(
-                f"InstanceMapsd: label must be channel-first (C, H, W) or (C, D, H, W), got {tuple(data.shape)}"
+                "InstanceMapsd: label must be channel-first (C, H, W) or (C, D, H, W), "
+                f"got {tuple(data.shape)}"
             )
         if data.shape[0] == 1 and self.num_classes is None:
             raise ValueError("InstanceMapsd: num_classes is required for a (1, *spatial) label map "

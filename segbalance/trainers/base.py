@@ -181,7 +181,9 @@ class SegBalanceLossTrainer(nnUNetTrainer):
             os.remove(latest)
 
 
-class SegBalanceTrainer(NeverPredictedGuard, RareClassDiagnostics, InstanceMapsTrainer, SegBalanceLossTrainer):
+class SegBalanceTrainer(
+    NeverPredictedGuard, RareClassDiagnostics, InstanceMapsTrainer, SegBalanceLossTrainer
+):
     """The base of every segbalance trainer: :class:`SegBalanceLossTrainer` with the never-predicted guard
     (:class:`~segbalance.trainers.guard.NeverPredictedGuard`, on by default) and the gradient-balance
     diagnostics (:class:`~segbalance.trainers.diagnostics.RareClassDiagnostics`,

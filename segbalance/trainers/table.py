@@ -60,15 +60,15 @@ _ROWS: list[tuple[str, str, dict, str]] = [
         "Blob",
         "blob",
         {},
-        "Blob loss (Kofler et al. 2023): 2·(Dice + CE) + mean over GT components of Dice + CE on the component"
-        " and the background, the other components left out.",
+        "Blob loss (Kofler et al. 2023): 2·(Dice + CE) + mean over GT components of Dice + CE on the"
+        " component and the background, the other components left out.",
     ),
     (
         "CCDiceCE",
         "cc_dice_ce",
         {},
-        "CC-DiceCE (Bouteille, Jaus et al. 2025): Dice + CE per Voronoi region of the GT components, averaged;"
-        " global Dice + CE for a patch without lesion.",
+        "CC-DiceCE (Bouteille, Jaus et al. 2025): Dice + CE per Voronoi region of the GT components,"
+        " averaged; global Dice + CE for a patch without lesion.",
     ),
     # compound losses
     ("DFLDice", "compound", {"terms": {"dfl": 1.0, "dice": 1.0}}, "Dual Focal + Dice."),

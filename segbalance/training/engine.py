@@ -280,7 +280,8 @@ def train(config: TrainConfig | dict) -> Path:
         instance_maps = InstanceMapsd.for_loss(loss_fn, "label", num_classes=num_classes)
     dataset = EpochSeededDataset(
         build_train_dataset(
-            cases, cfg.dim, cfg.size, ct, cfg.samples_per_volume, window=cfg.window, instance_maps=instance_maps
+            cases, cfg.dim, cfg.size, ct, cfg.samples_per_volume, window=cfg.window,
+            instance_maps=instance_maps,
         ),
         seed=cfg.seed,
     )

@@ -37,11 +37,12 @@ from _common import environment, median, time_interleaved, write_json  # noqa: E
 from segbalance.trainers.plans import dataset_json, plainconv_plans  # noqa: E402
 
 
-def plans(patch: list[int], batch_size: int) -> dict:
-    """nnU-Net's default-sized PlainConvUNet (features 32 → 320, 2 convolutions per stage, batch Dice)."""
+def plans(patch: list[int], batch_size: int, features: list[int] | None = None) -> dict:
+    """nnU-Net's default-sized PlainConvUNet (features 32 → 320, 2 convolutions per stage, batch Dice), or
+    one with ``features`` per stage (e.g. the shrunken network of ``compare_nnunet.py``'s CPU budgets)."""
     n = 6 if min(patch) >= 64 else 5
-    return plainconv_plans("Dataset999_Bench", patch, batch_size, [min(32 * 2**i, 320) for i in range(n)],
-                           n_conv=2, batch_dice=True)
+    features = features or [min(32 * 2**i, 320) for i in range(n)]
+    return plainconv_plans("Dataset999_Bench", patch, batch_size, features, n_conv=2, batch_dice=True)
 
 
 DATASET_JSON = dataset_json(num_training=1)
@@ -202,7 +203,7 @@ def cpu_instance_cost(args) -> dict:
     device = torch.device("cpu")
     os.environ["nnUNet_compile"] = "false"
     patch, batch_size = list(args.patch), args.batch_size
-    plan = plans(patch, batch_size)
+    plan = plans(patch, batch_size, args.features)
     chosen = {
         "nnUNetTrainer": nnUNetTrainer,
         "nnUNetTrainerBlob": trainers.nnUNetTrainerBlob,
@@ -246,10 +247,23 @@ def cpu_instance_cost(args) -> dict:
                 "training_transforms_s_per_batch": median(per_batch),
                 **({"instance_maps_transform_s_per_batch": median(maps_only)} if maps_only else {}),
             }
+        # the loss alone (forward + backward over the deep-supervision scales, same logits for all)
+        g = torch.Generator().manual_seed(1)
+        targets0 = batches["nnUNetTrainer"]["target"]
+        logits = [torch.randn(batch_size, 3, *t.shape[2:], generator=g) for t in targets0]
+
+        def loss_step(t, target):
+            xs = [x.clone().requires_grad_(True) for x in logits]
+            t.loss(xs, target).backward()
+
         fns = {name: (lambda t=t, b=batches[name]: t.train_step(b)) for name, t in built.items()}
+        loss_fns = {name: (lambda t=t, b=batches[name]: loss_step(t, b["target"]))
+                    for name, t in built.items()}
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)  # the losses never compute maps themselves here
+            loss_times = time_interleaved(loss_fns, device, repeats=max(5, args.steps), warmup=1)
             times = time_interleaved(fns, device, repeats=args.steps, warmup=1)
+    base_loss = median(loss_times["nnUNetTrainer"])
     base = median(times["nnUNetTrainer"])
     base_loader = loader["nnUNetTrainer"]["training_transforms_s_per_batch"]
     rows = {}
@@ -259,15 +273,20 @@ def cpu_instance_cost(args) -> dict:
             "time_vs_nnUNetTrainer": median(ts) / base,
             **loader[name],
             "loader_vs_nnUNetTrainer": loader[name]["training_transforms_s_per_batch"] / base_loader,
+            "loss_fwd_bwd_s": median(loss_times[name]),
+            "loss_vs_nnUNetTrainer_DC_and_CE": median(loss_times[name]) / base_loss,
         }
         print(
             f"{name:24s} {median(ts):7.3f} s/iter {median(ts) / base:5.2f}×   loader "
             f"{loader[name]['training_transforms_s_per_batch']:6.3f} s/batch "
-            f"({rows[name]['loader_vs_nnUNetTrainer']:4.2f}×)"
+            f"({rows[name]['loader_vs_nnUNetTrainer']:4.2f}×)   "
+            f"loss {1e3 * median(loss_times[name]):7.1f} ms "
+            f"({rows[name]['loss_vs_nnUNetTrainer_DC_and_CE']:4.2f}×)"
         )
     return {
         "patch": patch,
         "batch_size": batch_size,
+        "features": plan["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"],
         "steps": args.steps,
         "threads": torch.get_num_threads(),
         "label": "organ + one large (r = 0.15·patch) and four small (1×2×2 radii) lesions per sample",
@@ -283,6 +302,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cpu-distance", action="store_true", help="CPU per-step cost of distance maps")
     parser.add_argument("--cpu-instance", action="store_true", help="CPU blob / CC-DiceCE steps, loader cost")
     parser.add_argument("--loader-repeats", type=int, default=5)
+    parser.add_argument("--features", type=int, nargs="+", default=None,
+                        help="--cpu-instance: features per stage (default nnU-Net's 32 → 320)")
     parser.add_argument("--note", default="", help="recorded in the JSON (e.g. what else ran on the machine)")
     args = parser.parse_args(argv)
     if args.cpu_instance:

@@ -261,7 +261,7 @@ def cpu_instance_cost(args) -> dict:
                     for name, t in built.items()}
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)  # the losses never compute maps themselves here
-            loss_times = time_interleaved(loss_fns, device, repeats=max(5, args.steps), warmup=1)
+            loss_times = time_interleaved(loss_fns, device, repeats=max(3, args.steps), warmup=1)
             times = time_interleaved(fns, device, repeats=args.steps, warmup=1)
     base_loss = median(loss_times["nnUNetTrainer"])
     base = median(times["nnUNetTrainer"])

@@ -28,6 +28,15 @@ in every run's JSON with the ``gt`` and ``predictions`` folders, so the counts c
     python benchmarks/compare_nnunet.py --budget smoke --trainers nnUNetTrainer nnUNetTrainerDFL --folds 0
     python benchmarks/compare_nnunet.py --budget cpu                  # the CPU comparison (hours on 2 cores)
     python benchmarks/compare_nnunet.py --budget gpu --device cuda    # nnU-Net's own plans, 100 epochs
+    python benchmarks/compare_nnunet.py --budget cpulong --lesions mixed --trainers nnUNetTrainer \
+        nnUNetTrainerGDL nnUNetTrainerBoundary nnUNetTrainerBlob nnUNetTrainerCCDiceCE
+
+``--lesions`` picks the phantoms' lesion sizes (:data:`LESION_SETTINGS_BY_NAME`): ``default``, six lesions
+with radii drawn log-uniformly (on the first phantoms 60–1060 mm³, the largest rarely ≥ 1000 mm³: all of a
+similar order), or ``mixed``, one large lesion (radius 10 mm, about 4 cm³) beside five small ones (radii
+2.5–5 mm, 65–520 mm³) in the same organ, the setting where the instance losses (blob, CC-DiceCE) should
+differ from the voxel-weighted ones. ``mixed`` runs in its own work folder (``<budget>-mixed``) and writes
+``compare_nnunet_<budget>-mixed.json``.
 """
 
 from __future__ import annotations
@@ -62,6 +71,8 @@ TRAINERS = [
     # the forms that learn the lesions (docs/rare-class.md) and DFL + Dice as the table had it
     "nnUNetTrainerDFLDC", "nnUNetTrainerHDDTDiceCE", "nnUNetTrainerComboBeta09", "nnUNetTrainerDFLDice",
     "nnUNetTrainerHDDTDiceCECap",
+    # instance-imbalance losses (every lesion weighs the same; maps made in the data loader)
+    "nnUNetTrainerBlob", "nnUNetTrainerCCDiceCE",
 ]
 #: the lesion evaluation (``segbalance evaluate``'s defaults, passed explicitly and recorded with every run)
 LESION_SETTINGS = {"connectivity": 26, "matching": "iou", "iou_threshold": 0.5}
@@ -85,13 +96,22 @@ BUDGETS: dict[str, dict] = {
 SHAPE = (40, 96, 96)  # z, y, x of a phantom
 SPACING = (2.5, 0.8, 0.8)
 N_LESIONS = 6  # lesions per phantom, of varied sizes
+#: ``--lesions`` → the phantoms' ``lesion_radii_mm`` (None: drawn log-uniformly, ``synthetic``'s default)
+LESION_SETTINGS_BY_NAME: dict[str, tuple[float, ...] | None] = {
+    "default": None,
+    "mixed": (10.0, 2.5, 3.0, 3.5, 4.0, 5.0),  # one large lesion beside five small ones
+}
+#: the setting of this process (``main`` sets it from ``--lesions``)
+LESIONS = "default"
 
 
 def phantom_case(seed: int):
-    """A CT phantom with an organ (label 1) and :data:`N_LESIONS` lesions of varied sizes (label 2)."""
+    """A CT phantom with an organ (label 1) and :data:`N_LESIONS` lesions (label 2) sized by the
+    :data:`LESIONS` setting."""
     from segbalance import synthetic
 
-    return synthetic.make_phantom(shape=SHAPE, spacing=SPACING, seed=seed, n_lesions=N_LESIONS)
+    return synthetic.make_phantom(shape=SHAPE, spacing=SPACING, seed=seed, n_lesions=N_LESIONS,
+                                  lesion_radii_mm=LESION_SETTINGS_BY_NAME[LESIONS])
 
 
 def write_volume(array: np.ndarray, spacing, origin, path: Path) -> None:
@@ -124,6 +144,7 @@ def start_clean(work: Path, spec: dict) -> None:
     reused."""
     setup = json.loads(json.dumps({"dataset": DATASET, "budget": spec, "shape": SHAPE, "spacing": SPACING,
                                    "n_lesions": N_LESIONS, "phantoms_sha256": phantom_digest(),
+                                   **({"lesions": LESIONS} if LESIONS != "default" else {}),
                                    "lesion_settings": LESION_SETTINGS}))
     file = work / "setup.json"
     if file.is_file() and json.loads(file.read_text()) == setup:
@@ -515,6 +536,10 @@ def main(argv: list[str] | None = None) -> int:
                     "disjoint --trainers and --torch-threads 1 share 2 cores without oversubscribing")
     ap.add_argument("--json", type=Path, default=None, help="summary JSON (default benchmarks/results/"
                     "compare_nnunet_<budget>.json)")
+    ap.add_argument("--lesions", choices=sorted(LESION_SETTINGS_BY_NAME), default="default",
+                    help="phantom lesion sizes: default (log-uniform radii) or mixed (one large lesion "
+                    "beside "
+                    "five small ones); mixed uses the work folder <budget>-mixed")
     ap.add_argument("--reuse-only", action="store_true",
                     help="train nothing: summarise the runs of --trainers x --folds that have a record")
     args = ap.parse_args(argv)
@@ -522,8 +547,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--torch-threads: {args.torch_threads} is not a thread count (>= 1)")
     # "DFL" and "nnUNetTrainerDFL" name the same trainer
     args.trainers = [t if t.startswith("nnUNetTrainer") else f"nnUNetTrainer{t}" for t in args.trainers]
+    global LESIONS
+    LESIONS = args.lesions
     spec = BUDGETS[args.budget]
-    work = args.work / args.budget
+    setting = args.budget if args.lesions == "default" else f"{args.budget}-{args.lesions}"
+    work = args.work / setting
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with setup_lock(work):
@@ -565,13 +593,15 @@ def main(argv: list[str] | None = None) -> int:
         if entries:
             print(markdown_versus(entries))
     summary = {"machine": machine(), "budget": {"name": args.budget, **spec}, "trainers": args.trainers,
-               "phantoms": {"shape_zyx": SHAPE, "spacing_zyx_mm": SPACING, "lesions_per_phantom": N_LESIONS},
+               "phantoms": {"shape_zyx": SHAPE, "spacing_zyx_mm": SPACING, "lesions_per_phantom": N_LESIONS,
+                            "lesions": args.lesions,
+                            "lesion_radii_mm": LESION_SETTINGS_BY_NAME[args.lesions]},
                "lesion_settings": LESION_SETTINGS, "versus_baseline": versus, "versus_ce_control": versus_ce,
                "folds": args.folds, "wall_s": time.perf_counter() - t0,
                # the runs' own times (a resumed invocation's wall_s counts only what it did itself)
                "runs_s": sum(r.get(k, 0.0) for r in records for k in ("train_s", "predict_s", "evaluate_s")),
                "table": table, "recount": recount(records), "runs": records}
-    out = args.json or ROOT / "benchmarks" / "results" / f"compare_nnunet_{args.budget}.json"
+    out = args.json or ROOT / "benchmarks" / "results" / f"compare_nnunet_{setting}.json"
     atomic_write_text(out, json.dumps(summary, indent=1, default=str))
     print(f"wrote {out}")
     return 0

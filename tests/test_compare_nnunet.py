@@ -223,3 +223,27 @@ def test_smoke_budget_runs_nnunet_and_its_counts_match_an_independent_evaluation
     records = {p.name: p.read_text() for p in (tmp_path / "w" / "smoke" / "runs").glob("*.json")}
     assert cmp.main(argv) == 0
     assert {p.name: p.read_text() for p in (tmp_path / "w" / "smoke" / "runs").glob("*.json")} == records
+
+
+def test_mixed_lesion_setting_has_one_large_lesion_beside_small_ones(cmp, monkeypatch):
+    """``--lesions mixed``: per phantom one lesion ≥ 1000 mm³ and the others < 1000 mm³ in the same organ;
+    the default phantoms' largest lesions stay near 1000 mm³ or below. The setting enters setup.json."""
+    import numpy as np
+    from scipy import ndimage
+
+    voxel = float(np.prod(cmp.SPACING))
+
+    def volumes(seed):
+        ph = cmp.phantom_case(seed)
+        ids, n = ndimage.label(ph.label == 2, structure=np.ones((3, 3, 3)))
+        assert ((ph.label == 2) <= (ndimage.binary_dilation(ph.label >= 1))).all()
+        return sorted(np.bincount(ids.ravel())[1:] * voxel)
+
+    default = [volumes(s) for s in range(3)]
+    monkeypatch.setattr(cmp, "LESIONS", "mixed")
+    mixed = [volumes(s) for s in range(3)]
+    for v in mixed:
+        assert v[-1] >= 1000 and all(x < 1000 for x in v[:-1]) and len(v) >= 4
+        assert v[-1] > 5 * v[-2]
+    assert all(v[-1] < 5 * v[-2] for v in default)  # default: no lesion dominates the others like that
+    assert cmp.trainer_import("nnUNetTrainerBlob") is None and "nnUNetTrainerCCDiceCE" in cmp.TRAINERS

@@ -22,7 +22,7 @@ import pkgutil as _pkgutil
 #: modules of this package that hold no loss (input handling, helpers); every other module is imported
 #: here, which registers its losses: a new loss module needs no line in this file
 _HELPERS = {"arguments", "base", "compiling", "conventions", "distance", "distance_inputs", "distributed",
-            "inputs", "monai_common", "registry", "schedules"}
+            "inputs", "instance_maps", "monai_common", "registry", "schedules"}
 for _module in sorted(m.name for m in _pkgutil.iter_modules(__path__)):
     if _module not in _HELPERS and not _module.startswith("_"):
         _importlib.import_module(f"{__name__}.{_module}")

@@ -13,6 +13,7 @@ from segbalance.extras import require
 require("nnunetv2", needed_for="segbalance.nnunet_losses (nnU-Net v2 adapters)")
 
 from segbalance.nnunet_losses.adapter import (
+    InstanceTargets,
     RegionTargets,
     ScaleAwareLoss,
     accepts_kwarg,
@@ -20,12 +21,15 @@ from segbalance.nnunet_losses.adapter import (
     batch_dice_kwargs,
     build_nnunet_loss,
     check_regions_supported,
+    instance_map_kind,
     loss_schedulers,
     region_loss_kwargs,
 )
 from segbalance.nnunet_losses.deep_supervision import deep_supervision_weights
 
 __all__ = [
+    "InstanceTargets",
+    "instance_map_kind",
     "RegionTargets",
     "ScaleAwareLoss",
     "accepts_kwarg",

@@ -28,6 +28,8 @@ from segbalance.monai_losses.schedules import loss_schedulers
 from segbalance.nnunet_losses.deep_supervision import deep_supervision_weights
 
 __all__ = [
+    "InstanceTargets",
+    "instance_map_kind",
     "RegionTargets",
     "ScaleAwareLoss",
     "build_nnunet_loss",
@@ -127,6 +129,36 @@ class RegionTargets(nn.Module):
             return loss.forward_prepared(p)
 
 
+def instance_map_kind(name: str) -> str | None:
+    """The instance maps loss ``name`` reads (``"components"``, ``"voronoi"``), ``None`` for other losses."""
+    return getattr(loss_class(name), "instance_maps", None)
+
+
+class InstanceTargets(nn.Module):
+    """Calls an instance loss (blob, CC-DiceCE) with nnU-Net targets that carry its maps.
+
+    The segbalance trainers' data loader appends one map channel per output channel to each scale's
+    target (:class:`~segbalance.trainers.instance.InstanceMapsTransform`): ``(b, 1 + C, …)``; channel 0 is
+    the label map, the rest the maps, handed to ``loss(logits, labels, maps)``. A ``(b, 1, …)`` target
+    (no maps: a user's own pipeline, a test) is passed on as it is, and the loss computes the maps itself
+    (and warns once).
+    """
+
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        if target.shape[1] == 1:
+            return self.loss(logits, target)
+        if target.shape[1] != 1 + logits.shape[1]:
+            raise ValueError(
+                f"instance-loss target must be (b, 1, …) labels or (b, 1 + C, …) labels + instance maps "
+                f"for logits {tuple(logits.shape)}, got {tuple(target.shape)}"
+            )
+        return self.loss(logits, target[:, :1], target[:, 1:])
+
+
 class ScaleAwareLoss(nn.Module):
     """Calls a spacing-aware loss with the voxel spacing of the scale its input comes from.
 
@@ -183,8 +215,8 @@ class ScaleAwareLoss(nn.Module):
             self.losses[key] = compile_loss(loss) if self.compile else loss
         return self.losses[key]
 
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return self.loss_for_shape(tuple(logits.shape[2:]))(logits, target)
+    def forward(self, logits: Tensor, target: Tensor, *extra: Tensor) -> Tensor:
+        return self.loss_for_shape(tuple(logits.shape[2:]))(logits, target, *extra)
 
 
 def build_nnunet_loss(
@@ -226,6 +258,13 @@ def build_nnunet_loss(
     kwargs = dict(loss_kwargs or {})
     if batch_dice is not None:
         kwargs = batch_dice_kwargs(name, kwargs, batch_dice)
+    instances = instance_map_kind(name)
+    if instances and has_regions:
+        raise ValueError(
+            f"{dataset_name} is region-based (dataset.json has 'regions_class_order'), and loss {name!r} "
+            "scores connected components of exclusive labels: instance losses with overlapping regions are "
+            "not supported. Train the dataset with plain labels, or use a region-capable loss."
+        )
     if has_regions:
         check_regions_supported(name, kwargs, dataset_name)
         kwargs = region_loss_kwargs(kwargs)
@@ -243,6 +282,8 @@ def build_nnunet_loss(
             loss = compile_loss(loss)
     if has_regions:
         loss = RegionTargets(loss, has_ignore=ignore_label is not None)
+    if instances:
+        loss = InstanceTargets(loss)
     if deep_supervision_scales is not None:
         weights = deep_supervision_weights(len(deep_supervision_scales), is_ddp=is_ddp, compiled=compiled)
         loss = DeepSupervisionWrapper(loss, weights)

@@ -16,7 +16,7 @@ __all__ = [
     "Volume", "read_volume", "write_volume", "case_id",
     "convert_to_nnunet", "convert_to_slices", "convert_to_patches", "find_cases", "load_case",
     "LoadVolumed", "VolumeToSlicesd", "VolumeToPatchesd", "LabelProportionsd", "SignedDistanceMapd",
-    "VolumeReader",
+    "InstanceMapsd", "VolumeReader",
 ]
 
 _LAZY = {
@@ -24,6 +24,7 @@ _LAZY = {
     "find_cases": "pairing", "load_case": "pairing",
     "LoadVolumed": "transforms", "VolumeToSlicesd": "transforms", "VolumeToPatchesd": "transforms",
     "LabelProportionsd": "transforms", "SignedDistanceMapd": "transforms", "VolumeReader": "transforms",
+    "InstanceMapsd": "transforms",
 }
 
 

@@ -19,6 +19,8 @@ compute per-class label proportions and the signed distance maps of boundary los
   label-marginal losses (paper 003, Eq. 5).
 * :class:`SignedDistanceMapd` precomputes the signed distance maps ``φ_G`` of a label for the boundary
   losses (:mod:`segbalance.monai_losses.boundary`).
+* :class:`InstanceMapsd` adds the connected components or their Voronoi regions per class, the extra
+  input of the instance losses (:mod:`segbalance.monai_losses.instance`: blob loss, CC-DiceCE).
 
 Labels given by ``label_key`` may be channel-first ``(1, X, Y, Z)`` or have no channel axis ``(X, Y, Z)``;
 the keys that are cut may be either too (a key without a channel axis comes out without one).
@@ -53,7 +55,7 @@ from monai.transforms.utils import create_translate  # noqa: E402
 from monai.utils import TraceKeys, convert_to_tensor, ensure_tuple  # noqa: E402
 
 __all__ = ["volume_affine_ras", "volume_to_metatensor", "VolumeReader", "LoadVolumed", "VolumeToSlicesd",
-           "VolumeToPatchesd", "LabelProportionsd", "SignedDistanceMapd"]
+           "VolumeToPatchesd", "LabelProportionsd", "SignedDistanceMapd", "InstanceMapsd"]
 
 
 def volume_affine_ras(volume: Volume) -> np.ndarray:
@@ -540,4 +542,130 @@ class SignedDistanceMapd(MapTransform):
             if isinstance(label, MetaTensor):
                 dist = MetaTensor(dist, meta=dict(label.meta), applied_operations=[])
             d[out_key] = dist
+        return d
+
+
+class InstanceMapsd(MapTransform):
+    """Add the instance maps of ``keys`` that the instance losses read: ``loss(logits, batch["label"],
+    batch["instances"])`` (:mod:`segbalance.monai_losses.instance`).
+
+    ``kind="components"`` (blob loss): the connected components of each class (26-connectivity in 3D, 8
+    in 2D), ids ``1..N`` per channel, 0 elsewhere; ``kind="voronoi"`` (CC-DiceCE): every voxel gets the id
+    of its nearest component of the class (Euclidean, in physical units). The label is a channel-first
+    label map ``(1, *spatial)`` (with ``num_classes``; ``num_classes=1``: a binary mask, one channel out)
+    or a one-hot / multi-label ``(C, *spatial)`` array; the maps ``(C, *spatial)`` int64 are stored under
+    ``output_key`` (a :class:`~monai.data.MetaTensor` with the label's metadata when the label is one).
+    Put it at the end of a ``Compose``, after the spatial transforms (the maps are of the label as the
+    loss sees it); :meth:`for_loss` configures it from a loss module.
+
+    Args:
+        keys: the label key(s).
+        kind: ``"components"`` or ``"voronoi"``.
+        num_classes: classes to one-hot a ``(1, *spatial)`` label map (1 for a binary mask).
+        include_background: make channel 0's maps too (default ``False``: the losses' default; its channel
+            is left 0).
+        output_key: where to store the maps; with several ``keys``, a sequence of the same length.
+        spacing: voxel spacing for the Voronoi distances (array order), else the label's ``pixdim``, else 1.
+        allow_missing_keys: don't raise when a key is absent.
+
+    Example:
+        >>> import torch
+        >>> label = torch.tensor([[[1, 1, 0, 0, 0, 1]]])
+        >>> InstanceMapsd("label", "components", num_classes=2)({"label": label})["instances"][1].tolist()
+        [[1, 1, 0, 0, 0, 2]]
+        >>> InstanceMapsd("label", "voronoi", num_classes=2)({"label": label})["instances"][1].tolist()
+        [[1, 1, 1, 1, 2, 2]]
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        kind: str = "components",
+        num_classes: int | None = None,
+        include_background: bool = False,
+        output_key: str | Sequence[str] = "instances",
+        spacing: float | Sequence[float] | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        from segbalance.monai_losses.instance_maps import MAP_KINDS
+
+        super().__init__(keys, allow_missing_keys)
+        if kind not in MAP_KINDS:
+            raise ValueError(f"InstanceMapsd: kind must be one of {MAP_KINDS}, got {kind!r}")
+        output_keys = [output_key] if isinstance(output_key, str) else list(output_key)
+        if len(output_keys) != len(self.keys):
+            raise ValueError(
+                f"InstanceMapsd: output_key must name one output per key ({len(self.keys)}), "
+                f"got {output_key!r}"
+            )
+        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
+            raise ValueError(f"InstanceMapsd: num_classes must be a positive int, got {num_classes!r}")
+        if spacing is not None:
+            normalize_spacing(spacing, 1 if isinstance(spacing, (int, float)) else len(spacing))
+        self.kind = kind
+        self.num_classes = num_classes
+        self.include_background = bool(include_background)
+        self.output_keys = output_keys
+        self.spacing = spacing
+
+    @classmethod
+    def for_loss(cls, loss, keys: KeysCollection = "label", num_classes: int | None = None, **kwargs):
+        """The transform that makes the maps ``loss``
+        (a :class:`~segbalance.monai_losses.instance.InstanceLoss`) reads, with its ``include_background``
+        and ``spacing``."""
+        kind = getattr(loss, "instance_maps", None)
+        if kind is None:
+            raise ValueError(f"{type(loss).__name__} reads no instance maps (it is not an instance loss)")
+        kwargs.setdefault("include_background", loss.include_background)
+        if getattr(loss, "spacing", None) is not None:
+            kwargs.setdefault("spacing", loss.spacing)
+        return cls(keys, kind, num_classes=num_classes, **kwargs)
+
+    def _spacing(self, label, spatial_dims: int) -> tuple[float, ...]:
+        if self.spacing is not None:
+            return normalize_spacing(self.spacing, spatial_dims)
+        if isinstance(label, MetaTensor):
+            return normalize_spacing([float(s) for s in label.pixdim[:spatial_dims]], spatial_dims)
+        return (1.0,) * spatial_dims
+
+    def maps(self, label) -> torch.Tensor:
+        """Maps ``(C, *spatial)`` int64 of one channel-first label."""
+        from segbalance.monai_losses.instance_maps import channel_maps
+
+        data = torch.as_tensor(np.asarray(label) if not isinstance(label, torch.Tensor) else label)
+        if isinstance(data, MetaTensor):
+            data = data.as_tensor()
+        if data.ndim not in (3, 4):
+            raise ValueError(
+                "InstanceMapsd: label must be channel-first (C, H, W) or (C, D, H, W), "
+                f"got {tuple(data.shape)}"
+            )
+        if data.shape[0] == 1 and self.num_classes is None:
+            raise ValueError("InstanceMapsd: num_classes is required for a (1, *spatial) label map "
+                             "(use 1 for a binary mask)")
+        if data.shape[0] == 1 and self.num_classes > 1:
+            labels = data[0].long()
+            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+                raise ValueError(
+                    f"InstanceMapsd: label values must lie in [0, {self.num_classes - 1}] for num_classes="
+                    f"{self.num_classes}, found [{int(labels.min())}, {int(labels.max())}]"
+                )
+            masks = [(labels == c).numpy() for c in range(self.num_classes)]
+        else:
+            masks = [(data[c] > 0.5).numpy() for c in range(data.shape[0])]
+        spacing = self._spacing(label, data.ndim - 1)
+        first = 0 if self.include_background or len(masks) == 1 else 1
+        out = np.zeros((len(masks), *data.shape[1:]), dtype=np.int64)
+        for c in range(first, len(masks)):
+            out[c] = channel_maps(masks[c], self.kind, spacing)
+        return torch.from_numpy(out)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key, out_key in self.key_iterator(d, self.output_keys):
+            label = d[key]
+            maps = self.maps(label)
+            if isinstance(label, MetaTensor):
+                maps = MetaTensor(maps, meta=dict(label.meta), applied_operations=[])
+            d[out_key] = maps
         return d

@@ -15,6 +15,7 @@ from segbalance.monai_losses.schedules import set_schedulers_epoch
 from segbalance.nnunet_losses import build_nnunet_loss
 from segbalance.trainers.diagnostics import RareClassDiagnostics
 from segbalance.trainers.guard import NeverPredictedGuard
+from segbalance.trainers.instance import InstanceMapsTrainer
 
 __all__ = [
     "SegBalanceTrainer",
@@ -85,6 +86,20 @@ class SegBalanceLossTrainer(nnUNetTrainer):
         dataset = f"dataset {self.plans_manager.dataset_name!r}"
         compile_losses = compile_loss_requested()
         batch_dice = bool(self.configuration_manager.batch_dice)
+        from segbalance.nnunet_losses import instance_map_kind
+
+        kind = instance_map_kind(name)
+        if lm.has_regions and kind:
+            raise ValueError(
+                f"{dataset} is region-based (dataset.json has 'regions_class_order'), and "
+                f"{type(self).__name__}'s loss {name!r} scores the connected components of exclusive labels: "
+                "instance losses do not support region-based datasets. Train it with plain labels."
+            )
+        if kind:
+            scored = 0 if loss_kwargs.get("include_background", False) else 1
+            self.instance_maps_spec = {
+                "kind": kind, "channels": list(range(scored, lm.num_segmentation_heads)),
+            }
         if lm.has_regions:
             from segbalance.monai_losses.registry import supports_multilabel
 
@@ -166,11 +181,14 @@ class SegBalanceLossTrainer(nnUNetTrainer):
             os.remove(latest)
 
 
-class SegBalanceTrainer(NeverPredictedGuard, RareClassDiagnostics, SegBalanceLossTrainer):
+class SegBalanceTrainer(
+    NeverPredictedGuard, RareClassDiagnostics, InstanceMapsTrainer, SegBalanceLossTrainer
+):
     """The base of every segbalance trainer: :class:`SegBalanceLossTrainer` with the never-predicted guard
     (:class:`~segbalance.trainers.guard.NeverPredictedGuard`, on by default) and the gradient-balance
     diagnostics (:class:`~segbalance.trainers.diagnostics.RareClassDiagnostics`,
-    ``SEGBALANCE_DIAGNOSTICS=1``).
+    ``SEGBALANCE_DIAGNOSTICS=1``) and, for the instance losses, their maps made in the data loader
+    (:class:`~segbalance.trainers.instance.InstanceMapsTrainer`).
     """
 
 

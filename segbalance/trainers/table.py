@@ -55,6 +55,21 @@ _ROWS: list[tuple[str, str, dict, str]] = [
         "(1 − α)·GDL + α·boundary (004 §4.1), α = 0.01 + 0.01·epoch ≤ 0.99, set from the epoch.",
     ),
     ("HDDT", "hd_dt", {}, "Hausdorff distance-transform loss (004 §4.2, Karimi & Salcudean), α = 2."),
+    # instance-imbalance losses: components / Voronoi regions made per sample in the data loader
+    (
+        "Blob",
+        "blob",
+        {},
+        "Blob loss (Kofler et al. 2023): 2·(Dice + CE) + mean over GT components of Dice + CE on the"
+        " component and the background, the other components left out.",
+    ),
+    (
+        "CCDiceCE",
+        "cc_dice_ce",
+        {},
+        "CC-DiceCE (Bouteille, Jaus et al. 2025): Dice + CE per Voronoi region of the GT components,"
+        " averaged; global Dice + CE for a patch without lesion.",
+    ),
     # compound losses
     ("DFLDice", "compound", {"terms": {"dfl": 1.0, "dice": 1.0}}, "Dual Focal + Dice."),
     # the forms that learn a rare class through nnU-Net (docs/rare-class.md): the trainers to use

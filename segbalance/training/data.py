@@ -167,6 +167,7 @@ def build_train_dataset(
     samples_per_volume: int = 4,
     foreground_slices: bool = True,
     window: str | Window | None = None,
+    instance_maps=None,
 ):
     """A MONAI ``Dataset`` of ``{"image", "label"}`` dicts: resized 2D slices or random 3D patches.
 
@@ -174,6 +175,8 @@ def build_train_dataset(
     3D: ``samples_per_volume`` patches of ``size`` per volume and epoch, :data:`FG_SHARE` of them centred
     on a foreground class (``VolumeToPatchesd``); volumes smaller than the patch are padded with 0 after
     normalisation (``SpatialPadd``). Wrap it in :class:`EpochSeededDataset` for reproducible draws.
+    ``instance_maps``: a transform run last on every sample (``InstanceMapsd`` for the instance losses,
+    which adds ``"instances"``).
     """
     from monai.data import Dataset
     from monai.transforms import Compose, EnsureTyped, Resized, SpatialPadd
@@ -188,6 +191,7 @@ def build_train_dataset(
                 intensity_transform(ct, window),
                 Resized(keys=keys, spatial_size=tuple(size), mode=("bilinear", "nearest")),
                 EnsureTyped(keys=keys, track_meta=False),
+                *([instance_maps] if instance_maps is not None else []),
             ]
         )
         return Dataset(items, transform)
@@ -207,6 +211,7 @@ def build_train_dataset(
                 label_key="label",
             ),
             EnsureTyped(keys=keys, track_meta=False),
+            *([instance_maps] if instance_maps is not None else []),
         ]
     )
     return Dataset(items, transform)

@@ -273,8 +273,16 @@ def train(config: TrainConfig | dict) -> Path:
     cases = load_cases(root, num_classes=cfg.num_classes, label_map=cfg.label_map)
     ct = is_ct([c["image"] for c in cases])
     num_classes = cfg.num_classes or int(max(int(c["label"].max()) for c in cases)) + 1
+    instance_maps = None
+    if getattr(loss_fn, "instance_maps", None):  # instance losses: their maps made per sample in the loader
+        from segbalance.preprocessing.transforms import InstanceMapsd
+
+        instance_maps = InstanceMapsd.for_loss(loss_fn, "label", num_classes=num_classes)
     dataset = EpochSeededDataset(
-        build_train_dataset(cases, cfg.dim, cfg.size, ct, cfg.samples_per_volume, window=cfg.window),
+        build_train_dataset(
+            cases, cfg.dim, cfg.size, ct, cfg.samples_per_volume, window=cfg.window,
+            instance_maps=instance_maps,
+        ),
         seed=cfg.seed,
     )
 
@@ -355,7 +363,10 @@ def train(config: TrainConfig | dict) -> Path:
             if not bool(torch.isfinite(logits).all()):
                 what = "the model's logits became NaN/Inf"
                 raise NonFiniteLossError(_non_finite_message(cfg, what, epoch, step))
-            loss = loss_fn(logits, label)
+            if "instances" in batch:
+                loss = loss_fn(logits, label, batch["instances"].to(device))
+            else:
+                loss = loss_fn(logits, label)
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise NonFiniteLossError(_non_finite_message(cfg, f"the loss became {value}", epoch, step))

@@ -185,13 +185,14 @@ def test_one_run_per_gpu_at_a_time(monkeypatch):
     assert {g for _, g in seen} == {"0", "1"} and len(seen) == 6
 
 
-def test_a_failing_command_becomes_a_failure_record_with_its_log_tail(tmp_path):
+def test_a_failing_command_becomes_a_failure_record_with_its_log_tail(tmp_path, monkeypatch):
     from segbalance.compare.runs import Run, Setup, execute_run, failure_path
 
     fake = tmp_path / "bin"
     fake.mkdir()
     script = fake / "nnUNetv2_train"
-    script.write_text("#!/bin/sh\nfor i in $(seq 1 60); do echo line $i; done\n"
+    script.write_text("#!/bin/sh\necho gpu=$CUDA_VISIBLE_DEVICES\n"
+                      "for i in $(seq 1 60); do echo line $i; done\n"
                       "echo 'CUDA out of memory'\nexit 3\n")
     script.chmod(0o755)
     setup = Setup(dataset="Dataset001_X", configuration="3d_fullres", out=str(tmp_path / "out"),
@@ -202,6 +203,13 @@ def test_a_failing_command_becomes_a_failure_record_with_its_log_tail(tmp_path):
     assert len(result["log_tail"].splitlines()) == 40 and "line 22" in result["log_tail"]
     assert "line 21\n" not in result["log_tail"]
     assert json.loads(failure_path(setup.out, Run("nnUNetTrainerX", 0)).read_text())["exit_code"] == 3
+    # a SLURM job's own GPUs reach the commands when the setup does not name any
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    env = {k: v for k, v in setup.env.items() if k != "CUDA_VISIBLE_DEVICES"}
+    setup = Setup(dataset="Dataset001_X", configuration="3d_fullres", out=str(tmp_path / "out"), env=env,
+                  bin=str(fake), device="cpu")
+    execute_run(setup, Run("nnUNetTrainerX", 0))
+    assert (tmp_path / "out" / "logs" / "train_nnUNetTrainerX_0.txt").read_text().startswith("gpu=3\n")
 
 
 # ------------------------------------------------------------------------------------------- input

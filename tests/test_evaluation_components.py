@@ -43,8 +43,8 @@ def test_dice_equals_monai_per_component(seed):
 
 
 def _import_ccmetrics():
-    """CCMetrics calls ``torch.set_grad_enabled(False)`` at import (CC_base.py), which would switch autograd off
-    for every later test in the worker: import it and put the grad mode back."""
+    """CCMetrics calls ``torch.set_grad_enabled(False)`` at import (CC_base.py), which would switch autograd
+    off for every later test in the worker: import it and put the grad mode back."""
     import torch
 
     enabled = torch.is_grad_enabled()

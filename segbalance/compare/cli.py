@@ -138,6 +138,8 @@ def prepare(args: argparse.Namespace, env: dict | None = None):
                                    "iou_threshold": args.iou_threshold},
                   size_bins=args.size_bins, predict_args=predict_args,
                   save_probabilities=not args.no_probabilities)
+    if args.executor != "local":  # a job uses the GPUs SLURM (or submitit) gives it, not this shell's
+        setup.env.pop("CUDA_VISIBLE_DEVICES", None)
     runs = [Run(t, f) for t in args.trainers for f in args.folds]
     return setup, runs, labels, {"baseline": baseline, "gpus": gpus, "time_min": time_min, "info": info}
 

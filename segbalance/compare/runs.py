@@ -15,13 +15,14 @@ another machine (a SLURM node) with the same code.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from segbalance.atomic import atomic_write_text
@@ -191,6 +192,8 @@ def train_predict_evaluate(setup: Setup, run: Run, env_overrides: dict | None = 
         return json.loads(record_file.read_text())
     out = Path(setup.out)
     env = {**setup.env, **(env_overrides or {})}
+    if "CUDA_VISIBLE_DEVICES" not in env and "CUDA_VISIBLE_DEVICES" in os.environ:
+        env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]  # a SLURM job's own GPUs
     logs = out / "logs"
     fold_dir = setup.results_folder(run)
     times: dict = {}
@@ -263,9 +266,3 @@ def execute_run(setup: Setup, run: Run, env_overrides: dict | None = None,
         atomic_write_text(path, json.dumps(failure, indent=1))
         return failure
 
-
-def setup_dict(setup: Setup) -> dict:
-    """The setup without its environment (which may hold anything of the user's)."""
-    d = asdict(setup)
-    d["env"] = {k: v for k, v in setup.env.items() if k.startswith("nnUNet_")}
-    return d

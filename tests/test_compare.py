@@ -445,7 +445,9 @@ def test_end_to_end_local_submitit_kill_resume_and_a_failing_run(tmp_path, monke
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 600
-        while not (fold_dir / "checkpoint_latest.pth").is_file() and proc.poll() is None:
+        # "Epoch 1" in nnU-Net's own log: epoch 0 ended and its checkpoint_latest.pth is written in full
+        while proc.poll() is None and not any("Epoch 1" in f.read_text()
+                                              for f in fold_dir.glob("training_log_*.txt")):
             assert time.monotonic() < deadline
             time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGKILL)

@@ -123,6 +123,7 @@ def _call(cmd: list[str], env: dict, log: Path, step: str,
     """Run ``cmd`` with its output in ``log`` (nnU-Net's per-epoch lines also to ``echo``); its wall time."""
     t0 = time.perf_counter()
     log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**env, "PYTHONUNBUFFERED": "1"}  # nnU-Net's lines reach the log (and the console) as they come
     with open(log, "w") as fh:
         if echo is None:
             code = subprocess.call(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)

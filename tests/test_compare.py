@@ -366,7 +366,7 @@ def test_end_to_end_local_submitit_kill_resume_and_a_failing_run(tmp_path, monke
     raw, pre, res, ext = (tmp_path / k for k in ("raw", "pre", "res", "ext"))
     for f in (raw, pre, res, ext):
         f.mkdir()
-    write_dataset(raw, DATASET, n_train=6, n_test=2)
+    write_dataset(raw, DATASET, n_train=5, n_test=2)
     (ext / "broken_trainer.py").write_text(BROKEN)
     env = {"nnUNet_raw": str(raw), "nnUNet_preprocessed": str(pre), "nnUNet_results": str(res),
            "nnUNet_extTrainer": str(ext), "nnUNet_n_proc_DA": "0", "nnUNet_compile": "false",
@@ -375,7 +375,7 @@ def test_end_to_end_local_submitit_kill_resume_and_a_failing_run(tmp_path, monke
         monkeypatch.setenv(k, v)
     plan = subprocess.run([str(BIN / "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID),
                            "-c", "3d_fullres", "-np", "1", "-npfp", "1"], capture_output=True, text=True,
-                          env={**os.environ, **env})
+                          env={**os.environ, **env, "nnUNet_n_proc_DA": "1"})  # planning needs >= 1
     assert plan.returncode == 0, plan.stdout[-3000:] + plan.stderr[-3000:]
     plans_file = pre / DATASET / "nnUNetPlans.json"
     plans = json.loads(plans_file.read_text())

@@ -152,7 +152,9 @@ def plan_and_preprocess(setup, args) -> None:
         return
     print(f"planning and preprocessing {setup.dataset} ({setup.configuration}) …", flush=True)
     _call([nnunet_command(setup, "nnUNetv2_plan_and_preprocess"), "-d", setup.dataset_id,
-           "-c", setup.configuration, "--verify_dataset_integrity"], setup.env,
+           "-c", setup.configuration, "--verify_dataset_integrity"],
+          # nnU-Net's planner sets torch's threads from nnUNet_n_proc_DA, which must then be >= 1
+          {**setup.env, "nnUNet_n_proc_DA": str(max(1, int(setup.env.get("nnUNet_n_proc_DA") or 1)))},
           Path(setup.out) / "logs" / "plan_and_preprocess.txt", "plan")
 
 

@@ -385,7 +385,7 @@ def write_report(folder: str | Path, records: list[dict], failures: list[dict], 
     rows = trainer_rows(records, labels, lesion_labels)
     values = per_case_values(records, list(labels), lesion_labels)
     paired = paired_statistics(values, baseline)
-    folds_table = aggregate(records, lesion_labels[0], {**labels}) if records and lesion_labels else []
+    folds_table = aggregate(records, lesion_labels[-1], {**labels}) if records and lesion_labels else []
     pngs = _plots(rows, labels, lesion_labels, folder) if plots and rows else []
     report = {"settings": settings, "baseline": baseline, "trainers": rows, "paired_vs_baseline": paired,
               "statistics": {"test": "Wilcoxon signed-rank, two-sided (scipy.stats.wilcoxon), per case",

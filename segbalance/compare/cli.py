@@ -94,6 +94,8 @@ def prepare(args: argparse.Namespace, env: dict | None = None):
     from segbalance.trainers.discovery import register as register_trainers
 
     require("nnunetv2", needed_for="segbalance compare")
+    if args.executor in ("slurm", "submitit-local"):
+        require("submitit", needed_for=f"segbalance compare --executor {args.executor}")
     env = dict(os.environ if env is None else env)
     register_trainers(env)
     paths = ds.nnunet_paths(env)
@@ -125,8 +127,6 @@ def prepare(args: argparse.Namespace, env: dict | None = None):
     if args.predict_processes is not None and args.predict_processes < 1:
         raise UserError(f"--predict-processes must be >= 1, got {args.predict_processes}")
     time_min = parse_time(args.time)
-    if args.executor in ("slurm", "submitit-local"):
-        require("submitit", needed_for=f"segbalance compare --executor {args.executor}")
     predict_args = ["--disable_tta"] if args.disable_tta else []
     if args.predict_processes:
         predict_args += ["-npp", str(args.predict_processes), "-nps", str(args.predict_processes)]

@@ -342,8 +342,31 @@ def test_good_input_passes_the_checks(nnunet_folders, tmp_path):
 # ------------------------------------------------------------------------------------------- end to end
 DATASET_ID = 774
 DATASET = f"Dataset{DATASET_ID}_SegBalanceCompare"
-TRAINERS = ["nnUNetTrainerDFL_debug", "nnUNetTrainerDCE_debug"]
-BROKEN = '''from segbalance.trainers.generated import nnUNetTrainerDFL_debug
+TRAINERS = ["nnUNetTrainerDFLQuick", "nnUNetTrainerDCEQuick"]
+#: the debug trainers (2 epochs x 2 iterations) without nnU-Net's final validation (compare scores its own
+#: prediction), and a trainer that fails
+EXT_TRAINERS = '''from segbalance.trainers.generated import (
+    nnUNetTrainerDCE_debug,
+    nnUNetTrainerDFL_debug,
+    nnUNetTrainerFocal_debug,
+)
+
+
+class _Quick:
+    def perform_actual_validation(self, save_probabilities=False):
+        self.print_to_log_file("final validation skipped (tests/test_compare.py)")
+
+
+class nnUNetTrainerDFLQuick(_Quick, nnUNetTrainerDFL_debug):
+    pass
+
+
+class nnUNetTrainerDCEQuick(_Quick, nnUNetTrainerDCE_debug):
+    pass
+
+
+class nnUNetTrainerFocalQuick(_Quick, nnUNetTrainerFocal_debug):
+    pass
 
 
 class nnUNetTrainerBroken(nnUNetTrainerDFL_debug):
@@ -367,7 +390,7 @@ def test_end_to_end_local_submitit_kill_resume_and_a_failing_run(tmp_path, monke
     for f in (raw, pre, res, ext):
         f.mkdir()
     write_dataset(raw, DATASET, n_train=5, n_test=2)
-    (ext / "broken_trainer.py").write_text(BROKEN)
+    (ext / "compare_test_trainers.py").write_text(EXT_TRAINERS)
     env = {"nnUNet_raw": str(raw), "nnUNet_preprocessed": str(pre), "nnUNet_results": str(res),
            "nnUNet_extTrainer": str(ext), "nnUNet_n_proc_DA": "0", "nnUNet_compile": "false",
            "nnUNet_def_n_proc": "1", "OMP_NUM_THREADS": "1"}
@@ -387,14 +410,14 @@ def test_end_to_end_local_submitit_kill_resume_and_a_failing_run(tmp_path, monke
         arch[key] = arch[key][:3]
     arch["n_conv_per_stage_decoder"] = arch["n_conv_per_stage_decoder"][:2]
     plans_file.write_text(json.dumps(plans))
-    common = ["-d", str(DATASET_ID), "-device", "cpu", "--disable-tta", "--predict-processes", "1",
+    common = ["-d", str(DATASET_ID), "-device", "cpu", "--disable-tta", "--predict-processes", "0",
               "--no-progress"]
 
     # 1. local backend, cross-validation (the fold's validation cases), 2 trainers × 2 folds
     cv = tmp_path / "cv"
     assert main(["compare", *common, "-tr", *TRAINERS, "-f", "0", "1", "-o", str(cv), "--cv"]) == 0
     printed = capsys.readouterr().out
-    assert "nnUNetTrainerDCE_debug fold 1: done" in printed and "Epoch 1" in printed  # nnU-Net's epoch lines
+    assert "nnUNetTrainerDCEQuick fold 1: done" in printed and "Epoch 1" in printed  # nnU-Net's epoch lines
     splits = json.loads((pre / DATASET / "splits_final.json").read_text())
     report = json.loads((cv / "report" / "report.json").read_text())
     assert [r["trainer"] for r in report["trainers"]] == TRAINERS
@@ -438,9 +461,9 @@ def test_end_to_end_local_submitit_kill_resume_and_a_failing_run(tmp_path, monke
 
     # 3. SIGKILL while training, then the same command resumes from checkpoint_latest.pth (--c)
     kill = tmp_path / "kill"
-    argv = [sys.executable, "-m", "segbalance.cli", "compare", *common, "-tr", "nnUNetTrainerFocal_debug",
+    argv = [sys.executable, "-m", "segbalance.cli", "compare", *common, "-tr", "nnUNetTrainerFocalQuick",
             "-f", "0", "-o", str(kill), "--cv"]
-    fold_dir = res / DATASET / "nnUNetTrainerFocal_debug__nnUNetPlans__3d_fullres" / "fold_0"
+    fold_dir = res / DATASET / "nnUNetTrainerFocalQuick__nnUNetPlans__3d_fullres" / "fold_0"
     proc = subprocess.Popen(argv, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -454,8 +477,8 @@ def test_end_to_end_local_submitit_kill_resume_and_a_failing_run(tmp_path, monke
     finally:
         proc.wait()
     assert not (fold_dir / "checkpoint_final.pth").is_file(), "killed too late: training had finished"
-    assert not (kill / "runs" / "nnUNetTrainerFocal_debug_fold0.json").exists()
-    assert main(["compare", *common[:-1], "-tr", "nnUNetTrainerFocal_debug", "-f", "0", "-o", str(kill),
+    assert not (kill / "runs" / "nnUNetTrainerFocalQuick_fold0.json").exists()
+    assert main(["compare", *common[:-1], "-tr", "nnUNetTrainerFocalQuick", "-f", "0", "-o", str(kill),
                  "--cv", "--no-progress"]) == 0
-    rec = json.loads((kill / "runs" / "nnUNetTrainerFocal_debug_fold0.json").read_text())
+    rec = json.loads((kill / "runs" / "nnUNetTrainerFocalQuick_fold0.json").read_text())
     assert rec["resumed"] and (fold_dir / "checkpoint_final.pth").is_file()

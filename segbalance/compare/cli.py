@@ -40,7 +40,8 @@ def register(subparsers) -> None:
                    help="nnU-Net's -device (default cuda)")
     p.add_argument("--disable-tta", action="store_true", help="nnUNetv2_predict --disable_tta")
     p.add_argument("--predict-processes", type=int, default=None,
-                   help="nnUNetv2_predict -npp and -nps (default nnU-Net's)")
+                   help="nnUNetv2_predict -npp and -nps (default nnU-Net's; 0: nnU-Net's sequential "
+                   "prediction, no worker processes)")
     p.add_argument("--no-probabilities", action="store_true",
                    help="predict without --save_probabilities (saves disk)")
     p.add_argument("--reuse-only", action="store_true", help="run nothing: report the finished runs")
@@ -124,11 +125,11 @@ def prepare(args: argparse.Namespace, env: dict | None = None):
         raise UserError("--gpus is for --executor local; SLURM gives each job its GPUs (--gpus-per-job)")
     if gpus and args.device != "cuda":
         raise UserError(f"--gpus needs -device cuda (got {args.device})")
-    if args.predict_processes is not None and args.predict_processes < 1:
-        raise UserError(f"--predict-processes must be >= 1, got {args.predict_processes}")
+    if args.predict_processes is not None and args.predict_processes < 0:
+        raise UserError(f"--predict-processes must be >= 0, got {args.predict_processes}")
     time_min = parse_time(args.time)
     predict_args = ["--disable_tta"] if args.disable_tta else []
-    if args.predict_processes:
+    if args.predict_processes is not None:
         predict_args += ["-npp", str(args.predict_processes), "-nps", str(args.predict_processes)]
     setup = Setup(dataset=dataset, configuration=args.configuration, out=str(Path(args.out).resolve()),
                   env=env, plans=args.plans, device=args.device,

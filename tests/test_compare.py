@@ -482,3 +482,51 @@ def test_end_to_end_local_submitit_kill_resume_and_a_failing_run(tmp_path, monke
                  "--cv", "--no-progress"]) == 0
     rec = json.loads((kill / "runs" / "nnUNetTrainerFocalQuick_fold0.json").read_text())
     assert rec["resumed"] and (fold_dir / "checkpoint_final.pth").is_file()
+
+
+FAKE_TRAIN = """#!/bin/sh
+case "$*" in *"-tr nnUNetTrainerBroken"*) echo "RuntimeError: deliberately broken"; exit 1;; esac
+echo "Epoch 0"; exit 0
+"""
+FAKE_PREDICT = """#!/bin/sh
+while [ $# -gt 0 ]; do [ "$1" = "-o" ] && out="$2"; shift; done
+mkdir -p "$out" && cp "$FAKE_PREDICTIONS"/* "$out"/
+"""
+
+
+def test_submitit_local_executor_runs_the_records_and_reports_a_failure(tmp_path):
+    """The SLURM code path through submitit's LocalExecutor, with stand-ins for nnU-Net's commands (the
+    real ones run in the slow end-to-end test): a run's record comes back from its job, and a failing run
+    comes back as a failure record with its log's tail."""
+    pytest.importorskip("submitit")
+    sitk = pytest.importorskip("SimpleITK")
+    from segbalance.compare.backends import run_submitit
+    from segbalance.compare.runs import Run, Setup
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name, text in (("nnUNetv2_train", FAKE_TRAIN), ("nnUNetv2_predict", FAKE_PREDICT)):
+        (fake / name).write_text(text)
+        (fake / name).chmod(0o755)
+    labels, images = tmp_path / "labelsTs", tmp_path / "imagesTs"
+    labels.mkdir()
+    images.mkdir()
+    for i in range(2):
+        label = np.zeros((8, 16, 16), np.uint8)
+        label[2:5, 3:7, 3:7] = 1
+        label[2:4, 10:12, 10:12] = 1
+        sitk.WriteImage(sitk.GetImageFromArray(label), str(labels / f"case{i}.nii.gz"))
+    setup = Setup(dataset="Dataset001_X", configuration="3d_fullres", out=str(tmp_path / "out"),
+                  env={**os.environ, "nnUNet_results": str(tmp_path / "res"),
+                       "FAKE_PREDICTIONS": str(labels)},
+                  bin=str(fake), device="cpu", test_images=str(images), test_labels=str(labels),
+                  labels=[1], lesion_labels=[1])
+    ok, broken = Run("nnUNetTrainerGood", 0), Run("nnUNetTrainerBroken", 0)
+    results = run_submitit(setup, [ok, broken], executor="local", time_min=10)
+    assert results[0]["trainer"] == "nnUNetTrainerGood" and not results[0].get("failed")
+    lesions = results[0]["evaluation"]["lesions.json"]["summary"][0]
+    assert (lesions["n_gt"], lesions["tp"], lesions["fp"]) == (4, 4, 0)  # the prediction is the truth
+    assert (tmp_path / "out" / "runs" / "nnUNetTrainerGood_fold0.json").is_file()
+    assert results[1]["failed"] and results[1]["step"] == "train"
+    assert "deliberately broken" in results[1]["log_tail"]
+    assert list((tmp_path / "out" / "submitit").iterdir())  # submitit's own job folders

@@ -179,7 +179,8 @@ def _epochs(fold_dir: Path) -> dict:
         return {}
     info = json.loads(debug.read_text())
     keys = ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch", "current_epoch")
-    return {k: info[k] for k in keys if k in info}
+    # nnU-Net writes its attributes as strings
+    return {k: int(info[k]) if str(info[k]).isdigit() else info[k] for k in keys if k in info}
 
 
 def train_predict_evaluate(setup: Setup, run: Run, env_overrides: dict | None = None,

@@ -156,6 +156,13 @@ def _finite(x) -> bool:
     return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
 
 
+def _voxel_rows(evaluation: dict) -> list[dict]:
+    """``segbalance evaluate``'s per-case voxel rows: ``per_case.json`` is ``{"settings", "null_means",
+    "rows"}`` (strict JSON), a bare list in older records."""
+    data = evaluation.get("per_case.json", [])
+    return data.get("rows", []) if isinstance(data, dict) else data
+
+
 def per_case_values(records: list[dict], labels: list[int], lesion_labels: list[int]) -> dict:
     """``{trainer: {metric: {case: [(fold, value), ...]}}}`` from the runs' per-case rows: ``dice_<L>`` (voxel
     Dice of class L), and per lesion class ``lesions_found_<L>``, ``lesion_sensitivity_<L>`` (undefined
@@ -163,7 +170,7 @@ def per_case_values(records: list[dict], labels: list[int], lesion_labels: list[
     out: dict = {}
     for r in records:
         m = out.setdefault(r["trainer"], {})
-        for row in r["evaluation"].get("per_case.json", []):
+        for row in _voxel_rows(r["evaluation"]):
             if row["label"] in labels and _finite(row.get("dice")):
                 cases = m.setdefault(f"dice_{row['label']}", {})
                 cases.setdefault(row["case"], []).append((r["fold"], row["dice"]))
@@ -290,11 +297,11 @@ def trainer_rows(records: list[dict], labels: dict[int, str], lesion_labels: lis
     rows = []
     for trainer, runs in by.items():
         row: dict = {"trainer": trainer, "folds": sorted(r["fold"] for r in runs), "dice": {}, "lesions": {}}
-        cases = {(r["fold"], c["case"]) for r in runs for c in r["evaluation"].get("per_case.json", [])}
+        cases = {(r["fold"], c["case"]) for r in runs for c in _voxel_rows(r["evaluation"])}
         row["case_scores"] = len(cases)
         row["cases"] = len({c for _, c in cases})
         for lab in labels:
-            v = [c["dice"] for r in runs for c in r["evaluation"].get("per_case.json", [])
+            v = [c["dice"] for r in runs for c in _voxel_rows(r["evaluation"])
                  if c["label"] == lab and _finite(c.get("dice"))]
             row["dice"][str(lab)] = {"mean": float(np.mean(v)) if v else None,
                                      "std": float(np.std(v)) if v else None, "n": len(v)}

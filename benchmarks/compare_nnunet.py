@@ -19,6 +19,12 @@ so no result from an older setup is kept. A progress line per run. Invocations w
 may share ``WORK`` at the same time (with ``--torch-threads 1`` on a small CPU machine: nnU-Net otherwise
 gives each training every core).
 
+The runs themselves are :mod:`segbalance.compare`'s (``segbalance compare`` on the user's own dataset):
+:func:`segbalance.compare.runs.execute_run` trains, predicts (``--save_probabilities``) and evaluates one
+trainer × fold and writes its record; a failed run is reported with its log's tail and the others go on
+(exit code 1 at the end). The summary (:func:`segbalance.compare.report.aggregate` & co.) is the package's
+too; this script keeps the phantoms, the budgets and its JSON.
+
 Layout of ``WORK`` (``--work``/``<budget>``): ``raw/Dataset761_SegBalanceLesions/{imagesTs,labelsTs}`` (the
 test cases), ``pred/<trainer>_fold<k>/`` (``nnUNetv2_predict``'s output), ``eval/<trainer>_fold<k>/``
 (``segbalance evaluate``'s CSV/JSON), ``runs/``, ``logs/``, and nnU-Net's ``preprocessed``/``results``.
@@ -43,12 +49,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.metadata
 import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -56,7 +59,17 @@ from pathlib import Path
 import numpy as np
 
 from segbalance.atomic import atomic_write_text
-from segbalance.trainers.diagnostics import DIAGNOSTICS_ENV, read_diagnostics
+from segbalance.compare.report import (  # noqa: F401 - the benchmark's summary, re-exported for its tests
+    VERSUS,
+    _mean_std,
+    aggregate,
+    machine,
+    markdown,
+    markdown_versus,
+    versus_baseline,
+)
+from segbalance.compare.runs import Run, Setup, _call, execute_run
+from segbalance.trainers.diagnostics import DIAGNOSTICS_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -263,14 +276,9 @@ def write_budget_trainers(ext: Path, trainers: list[str], budget: str, spec: dic
 
 
 def run(cmd: list[str], env: dict, log: Path) -> float:
-    """Run ``cmd`` with its output in ``log``; its wall time; an error with the log's tail if it fails."""
-    t0 = time.perf_counter()
-    with open(log, "w") as fh:
-        code = subprocess.call(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
-    if code != 0:
-        tail = log.read_text()[-3000:]
-        raise RuntimeError(f"{' '.join(cmd[:6])} … failed ({code}); log {log}:\n{tail}")
-    return time.perf_counter() - t0
+    """Run ``cmd`` with its output in ``log``; its wall time; :class:`~segbalance.compare.runs.RunFailed`
+    (a ``RuntimeError``) with the log's tail if it fails."""
+    return _call(cmd, env, log, Path(cmd[0]).name)
 
 
 @contextlib.contextmanager
@@ -307,47 +315,21 @@ def nnunet_env(work: Path, ext: Path, device: str, torch_threads: int | None = N
     return env
 
 
+def compare_setup(work: Path, dataset: Path, env: dict, device: str) -> Setup:
+    """The :class:`segbalance.compare.runs.Setup` of the phantom comparison: the held-out test cases
+    (``imagesTs``/``labelsTs``) scored per voxel and per lesion (labels 1 and 2, :data:`LESION_SETTINGS`),
+    predicted without TTA, one process each."""
+    return Setup(dataset=DATASET, configuration="3d_fullres", out=str(work), env=env, device=device,
+                 test_images=str(dataset / "imagesTs"), test_labels=str(dataset / "labelsTs"),
+                 labels=[1, 2], lesion_labels=[1, 2], lesion_settings=dict(LESION_SETTINGS),
+                 predict_args=["--disable_tta", "-npp", "1", "-nps", "1"], bin=str(BIN))
+
+
 def train_predict_evaluate(trainer: str, variant: str, fold: int, work: Path, dataset: Path, env: dict,
                            device: str) -> dict:
-    """One run (resumable); its record: wall times and the evaluation's per-class voxel + lesion rows."""
-    record_file = work / "runs" / f"{trainer}_fold{fold}.json"
-    if record_file.is_file():
-        return json.loads(record_file.read_text())
-    logs = work / "logs"
-    logs.mkdir(exist_ok=True)
-    out = work / "results" / DATASET / f"{variant}__nnUNetPlans__3d_fullres" / f"fold_{fold}"
-    times = {}
-    if not (out / "checkpoint_final.pth").is_file():
-        cmd = [str(BIN / "nnUNetv2_train"), str(DATASET_ID), "3d_fullres", str(fold), "-tr", variant,
-               "-device", device]
-        if (out / "checkpoint_latest.pth").is_file():
-            cmd.append("--c")
-        times["train_s"] = run(cmd, env, logs / f"train_{trainer}_{fold}.txt")
-    pred = work / "pred" / f"{trainer}_fold{fold}"
-    if pred.exists():
-        shutil.rmtree(pred)
-    times["predict_s"] = run([str(BIN / "nnUNetv2_predict"), "-i", str(dataset / "imagesTs"), "-o", str(pred),
-                              "-d", str(DATASET_ID), "-c", "3d_fullres", "-f", str(fold), "-tr", variant,
-                              "-device", device, "--disable_tta", "-npp", "1", "-nps", "1"],
-                             env, logs / f"predict_{trainer}_{fold}.txt")
-    ev = work / "eval" / f"{trainer}_fold{fold}"
-    times["evaluate_s"] = run([str(BIN / "segbalance"), "evaluate", "--gt", str(dataset / "labelsTs"),
-                               "--pred", f"{trainer}={pred}", "--out", str(ev), "--labels", "1,2",
-                               "--no-plots", "--no-resume", "--lesion-labels", "1,2",
-                               "--connectivity", str(LESION_SETTINGS["connectivity"]),
-                               "--matching", LESION_SETTINGS["matching"],
-                               "--iou-threshold", str(LESION_SETTINGS["iou_threshold"])],
-                              env, logs / f"evaluate_{trainer}_{fold}.txt")
-    diagnostics_file = out / "segbalance_diagnostics.jsonl"
-    diagnostics = read_diagnostics(str(diagnostics_file)) if diagnostics_file.is_file() else []
-    record = {"trainer": trainer, "variant": variant, "fold": fold, **times, "diagnostics": diagnostics,
-              "gt": str(dataset / "labelsTs"), "predictions": str(pred), "lesion_settings": LESION_SETTINGS,
-              "evaluation": {}}
-    for name in sorted(p.name for p in ev.glob("*.json")):
-        record["evaluation"][name] = json.loads((ev / name).read_text())
-    record_file.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(record_file, json.dumps(record, indent=1, default=str))  # the "done" marker
-    return record
+    """One run (resumable) through :func:`segbalance.compare.runs.execute_run`; its record (wall times and
+    the evaluation's per-class voxel + lesion rows), or its failure record (``failed``, the log's tail)."""
+    return execute_run(compare_setup(work, dataset, env, device), Run(trainer, fold, variant))
 
 
 def independent_lesion_counts(gt_dir: Path, pred_dir: Path, label: int) -> tuple[int, int, int]:
@@ -395,132 +377,28 @@ def recount(records: list[dict]) -> list[dict]:
     return out
 
 
-def _mean_std(values: list[float]) -> dict:
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], float)
-    return {"mean": float(v.mean()) if v.size else None, "std": float(v.std()) if v.size else None,
-            "n": int(v.size),
-            # segbalance evaluate writes strict JSON: an undefined mean (NaN) is read back as None
-            "values": [float("nan") if x is None else float(x) for x in values]}
-
-
-def aggregate(records: list[dict], lesion_label: int = 2) -> list[dict]:
-    """Per trainer, over folds: mean ± std of each fold's test-set means (voxel Dice per class, HD95 of the
-    lesion class, lesion sensitivity / precision / F1, lesion-wise Dice) and the lesions found (matched
-    one-to-one at IoU >= 0.5) / missed / false-positive components summed over the folds' test cases, the
-    lesions touched by any predicted voxel, and the lesions found per size bin."""
-    by_trainer: dict[str, list[dict]] = {}
-    for r in records:
-        by_trainer.setdefault(r["trainer"], []).append(r)
-    rows = []
-    for trainer, runs in by_trainer.items():
-        row: dict = {"trainer": trainer, "folds": [r["fold"] for r in runs]}
-        voxel = [{s["label"]: s for s in r["evaluation"]["summary.json"]["summary"]} for r in runs]
-        lesion = [{s["label"]: s for s in r["evaluation"]["lesions.json"]["summary"]} for r in runs]
-        for label, name in ((1, "organ"), (lesion_label, "lesion")):
-            row[f"dice_{name}"] = _mean_std([v[label]["dice"]["mean"] for v in voxel])
-        row["hd95_lesion"] = _mean_std([v[lesion_label]["hd95"]["mean"] for v in voxel])
-        les = [x[lesion_label] for x in lesion]
-        for key in ("sensitivity", "precision", "f1", "lesion_dice", "pq"):
-            name = key if key.startswith("lesion") else f"lesion_{key}"
-            row[name] = _mean_std([x[key]["mean"] for x in les])
-        row["lesions_gt"] = int(sum(x["n_gt"] for x in les))
-        row["lesions_found"] = int(sum(x["tp"] for x in les))
-        row["lesions_found_per_fold"] = [int(x["tp"]) for x in les]
-        row["lesions_missed"] = int(sum(x["fn"] for x in les))
-        row["false_positive_lesions"] = int(sum(x["fp"] for x in les))
-        # any predicted voxel on the lesion (autoPET's criterion, independent of the IoU matching)
-        row["lesions_touched"] = int(sum(x["n_gt"] - x["fn_components"] for x in les))
-        row["by_size"] = {k: {"n_gt": int(sum(x["by_size"][k]["n_gt"] for x in les)),
-                              "found": int(sum(x["by_size"][k]["tp"] for x in les))}
-                          for k in les[0]["by_size"]}
-        rows.append(row)
-    return rows
-
-
-#: per-fold quantities compared with the baseline
-VERSUS = ("dice_organ", "dice_lesion", "lesion_sensitivity", "lesion_f1", "lesions_found")
-
-
-def versus_baseline(rows: list[dict], baseline: str = "nnUNetTrainer") -> list[dict]:
-    """Each trainer minus the baseline, paired by fold, for :data:`VERSUS`: the per-fold differences, their
-    mean and std, and ``exceeds``: the difference exceeds the spread when every fold's difference has the
-    same sign and its mean is larger than both trainers' std over folds (with 3 folds, no p-value is
-    meaningful; this rule only separates differences that are consistent and larger than the fold-to-fold
-    spread from those that are not). Empty when the baseline was not run."""
-    base = next((r for r in rows if r["trainer"] == baseline), None)
-    if base is None:
-        return []
-
-    def per_fold(row: dict, key: str) -> dict[int, float]:
-        values = row["lesions_found_per_fold"] if key == "lesions_found" else row[key]["values"]
-        return {f: float(v) for f, v in zip(row["folds"], values) if v is not None and np.isfinite(v)}
-
-    out = []
-    for row in rows:
-        if row is base:
-            continue
-        entry: dict = {"trainer": row["trainer"], "baseline": baseline}
-        for key in VERSUS:
-            a, b = per_fold(row, key), per_fold(base, key)
-            folds = sorted(set(a) & set(b))
-            diffs = np.array([a[f] - b[f] for f in folds])
-            spread = max(np.std([a[f] for f in folds]), np.std([b[f] for f in folds])) if folds else 0.0
-            same_sign = bool(diffs.size) and (bool(np.all(diffs > 0)) or bool(np.all(diffs < 0)))
-            entry[key] = {"folds": folds, "diffs": diffs.tolist(),
-                          "mean": float(diffs.mean()) if diffs.size else None,
-                          "std": float(diffs.std()) if diffs.size else None,
-                          "exceeds": bool(len(folds) >= 2 and same_sign and abs(diffs.mean()) > spread)}
-        out.append(entry)
-    return out
-
-
-def markdown_versus(entries: list[dict]) -> str:
-    """The :func:`versus_baseline` table: mean difference ± std over folds, ``*`` where it exceeds spread."""
-    lines = ["| trainer − " + (entries[0]["baseline"] if entries else "baseline") + " | "
-             + " | ".join(VERSUS) + " |", "|---|" + "---:|" * len(VERSUS)]
-    for e in entries:
-        cells = []
-        for key in VERSUS:
-            d = e[key]
-            digits = 1 if key == "lesions_found" else 3
-            cells.append("n/a" if d["mean"] is None else
-                         f"{d['mean']:+.{digits}f} ± {d['std']:.{digits}f}{' *' if d['exceeds'] else ''}")
-        lines.append(f"| {e['trainer']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def markdown(rows: list[dict]) -> str:
-    def ms(d: dict, digits: int = 3) -> str:
-        """mean ± std; ``(n=k)`` when only k folds define it (no predicted lesion: no precision)."""
-        if d["mean"] is None:
-            return "n/a"
-        part = f" (n={d['n']})" if d["n"] < len(d["values"]) else ""
-        return f"{d['mean']:.{digits}f} ± {d['std']:.{digits}f}{part}"
-
-    lines = ["| trainer | Dice organ | Dice lesion | HD95 lesion (mm) | lesion sensitivity "
-             "| lesion precision | lesion F1 | lesion-wise Dice | found / missed / FP |",
-             "|---|" + "---:|" * 8]
-    for r in rows:
-        lines.append(f"| {r['trainer']} | {ms(r['dice_organ'])} | {ms(r['dice_lesion'])} | "
-                     f"{ms(r['hd95_lesion'], 1)} | {ms(r['lesion_sensitivity'])} | "
-                     f"{ms(r['lesion_precision'])} | "
-                     f"{ms(r['lesion_f1'])} | {ms(r['lesion_dice'])} | "
-                     f"{r['lesions_found']} / {r['lesions_missed']} / {r['false_positive_lesions']} |")
-    return "\n".join(lines)
-
-
-def machine() -> dict:
-    import monai
-    import torch
-
-    from segbalance import __version__
-
-    names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")] \
-        if Path("/proc/cpuinfo").exists() else []
-    return {"cpu": f"{names[0]}, {len(names)} cores" if names else platform.machine(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "python": platform.python_version(), "torch": torch.__version__, "monai": monai.__version__,
-            "nnunetv2": importlib.metadata.version("nnunetv2"), "segbalance": __version__}
+def prepare(work: Path, args: argparse.Namespace, spec: dict) -> tuple[Path, dict[str, str], dict]:
+    """The shared setup (under :func:`setup_lock`): the phantom dataset, the budget trainers, nnU-Net's
+    environment, the shrunken plans; returns (raw dataset folder, trainer → budget variant, environment)."""
+    dataset = build_dataset(work / "raw", *spec["cases"])
+    # every budget variant, not only this invocation's: a concurrent invocation imports the same module
+    every = list(dict.fromkeys(TRAINERS + args.trainers))
+    variants = write_budget_trainers(work / "ext", every, args.budget, spec)
+    names = {t: variants[t] for t in args.trainers}
+    env = nnunet_env(work, work / "ext", args.device, args.torch_threads)
+    plans_file = work / "preprocessed" / DATASET / "nnUNetPlans.json"
+    # written last: nnU-Net writes the plans before it preprocesses, and the plans are shrunk after, so the
+    # plans file alone would let a run killed in between be reused half-made
+    planned = plans_file.with_name(".complete.json")
+    if not planned.is_file():
+        print("planning and preprocessing …", flush=True)
+        plan_env = {**env, "nnUNet_n_proc_DA": "1"}  # planning needs >= 1 (it sets torch's thread count)
+        run([str(BIN / "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "3d_fullres",
+             "--verify_dataset_integrity", "-np", "1", "-npfp", "1"], plan_env, work / "plan.txt")
+        if spec["plans"]:
+            shrink_plans(plans_file, spec["plans"])
+        atomic_write_text(planned, json.dumps({"plans": spec["plans"]}))
+    return dataset, names, env
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -554,34 +432,32 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work / setting
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with setup_lock(work):
-        start_clean(work, spec)
-        dataset = build_dataset(work / "raw", *spec["cases"])
-        # every budget variant, not only this invocation's: a concurrent invocation imports the same module
-        every = list(dict.fromkeys(TRAINERS + args.trainers))
-        variants = write_budget_trainers(work / "ext", every, args.budget, spec)
-        names = {t: variants[t] for t in args.trainers}
-        env = nnunet_env(work, work / "ext", args.device, args.torch_threads)
-        plans_file = work / "preprocessed" / DATASET / "nnUNetPlans.json"
-        # written last: nnU-Net writes the plans before it preprocesses, and the plans are shrunk after, so
-        # the plans file alone would let a run killed in between be reused half-made
-        planned = plans_file.with_name(".complete.json")
-        if not planned.is_file():
-            print("planning and preprocessing …", flush=True)
-            plan_env = {**env, "nnUNet_n_proc_DA": "1"}  # planning needs >= 1 (it sets torch's thread count)
-            run([str(BIN / "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "3d_fullres",
-                 "--verify_dataset_integrity", "-np", "1", "-npfp", "1"], plan_env, work / "plan.txt")
-            if spec["plans"]:
-                shrink_plans(plans_file, spec["plans"])
-            atomic_write_text(planned, json.dumps({"plans": spec["plans"]}))
-    records = []
+    if not args.reuse_only:  # --reuse-only trains nothing: it needs no dataset, plans or trainers
+        with setup_lock(work):
+            start_clean(work, spec)
+            dataset, names, env = prepare(work, args, spec)
+    else:
+        start_clean(work, spec)  # a record made by another setup is not summarised either
+        dataset, names, env = work / "raw" / DATASET, {}, {}
+    records: list[dict] = []
+    failures: list[dict] = []
     total = len(args.trainers) * len(args.folds)
     for i, (trainer, fold) in enumerate(((t, f) for t in args.trainers for f in args.folds), start=1):
         if args.reuse_only and not (work / "runs" / f"{trainer}_fold{fold}.json").is_file():
             print(f"[{i}/{total}] {trainer} fold {fold}: no record, left out (--reuse-only)", flush=True)
             continue
         t_run = time.perf_counter()
+        if args.reuse_only:
+            records.append(json.loads((work / "runs" / f"{trainer}_fold{fold}.json").read_text()))
+            print(f"[{i}/{total}] {trainer} fold {fold}: record reused (--reuse-only)", flush=True)
+            continue
         record = train_predict_evaluate(trainer, names[trainer], fold, work, dataset, env, args.device)
+        if record.get("failed"):  # reported with its log's tail; the other runs go on
+            failures.append(record)
+            print(f"[{i}/{total}] {trainer} fold {fold}: FAILED in {record['step']} (exit "
+                  f"{record['exit_code']}); log {record['log']}, its last lines:\n{record['log_tail']}",
+                  flush=True)
+            continue
         records.append(record)
         print(f"[{i}/{total}] {trainer} fold {fold}: done in {time.perf_counter() - t_run:.0f} s "
               f"(elapsed {time.perf_counter() - t0:.0f} s)", flush=True)
@@ -600,11 +476,11 @@ def main(argv: list[str] | None = None) -> int:
                "folds": args.folds, "wall_s": time.perf_counter() - t0,
                # the runs' own times (a resumed invocation's wall_s counts only what it did itself)
                "runs_s": sum(r.get(k, 0.0) for r in records for k in ("train_s", "predict_s", "evaluate_s")),
-               "table": table, "recount": recount(records), "runs": records}
+               "table": table, "recount": recount(records), "runs": records, "failed_runs": failures}
     out = args.json or ROOT / "benchmarks" / "results" / f"compare_nnunet_{setting}.json"
     atomic_write_text(out, json.dumps(summary, indent=1, default=str))
     print(f"wrote {out}")
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ fi
 # every import of the [all] extra and the test tools; a missing one (e.g. a dependency added since this
 # .venv was made) re-runs the install of the package
 if ! python -c "import segbalance, monai, nnunetv2, edt, SimpleITK, nibabel, pydicom, highdicom, cc3d, \
-skimage, PIL, tqdm, matplotlib, pytest, xdist" >/dev/null 2>&1; then
+skimage, PIL, tqdm, matplotlib, submitit, pytest, xdist" >/dev/null 2>&1; then
   python -m pip install -q -e ".[dev]"
 fi
 python -c "import torch, torchvision, monai, nnunetv2, segbalance; print('segbalance', segbalance.__version__, \

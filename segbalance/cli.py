@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "convert": "segbalance.preprocessing.cli",
     "evaluate": "segbalance.evaluation.cli",
     "nnunet-env": "segbalance.trainers.cli",
+    "compare": "segbalance.compare.cli",
     "selfcheck": "segbalance.selfcheck",
 }
 

@@ -31,6 +31,7 @@ EXTRA_OF: dict[str, str] = {
     "cc3d": "io",
     "skimage": "io",
     "PIL": "io",
+    "submitit": "compare",
 }
 
 

@@ -376,6 +376,9 @@ class nnUNetTrainerBroken(nnUNetTrainerDFL_debug):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("SEGBALANCE_E2E_COMPARE") != "1",
+                    reason="about an hour on 2 loaded cores (five nnU-Net runs, SIGKILL + resume): "
+                           "SEGBALANCE_E2E_COMPARE=1 pytest -m slow tests/test_compare.py")
 def test_end_to_end_local_submitit_kill_resume_and_a_failing_run(tmp_path, monkeypatch, capsys):
     """A user's dataset planned with nnUNetv2_plan_and_preprocess; 2 trainers × 2 folds at the debug budget
     (2 epochs × 2 iterations) on the CPU, scored on each fold's validation cases through the local backend;

@@ -93,7 +93,8 @@ class SegBalanceLossTrainer(nnUNetTrainer):
             raise ValueError(
                 f"{dataset} is region-based (dataset.json has 'regions_class_order'), and "
                 f"{type(self).__name__}'s loss {name!r} scores the connected components of exclusive labels: "
-                "instance losses do not support region-based datasets. Train it with plain labels."
+                "instance losses do not support region-based datasets. Train it with plain labels, or with a "
+                f"trainer that works with regions: {', '.join(_region_trainers())}."
             )
         if kind:
             scored = 0 if loss_kwargs.get("include_background", False) else 1
@@ -192,11 +193,18 @@ class SegBalanceTrainer(
     """
 
 
-def _regions_message(trainer: str, loss: str, dataset: str) -> str:
-    from segbalance.monai_losses.registry import multilabel_names, supports_multilabel
+def _region_trainers() -> list[str]:
+    """The table's trainers whose loss has a per-channel sigmoid (multi-label) form."""
+    from segbalance.monai_losses.registry import supports_multilabel
     from segbalance.trainers.table import trainer_specs
 
-    working = [n for n, s in trainer_specs().items() if supports_multilabel(s.loss, s.kwargs)]
+    return [n for n, s in trainer_specs().items() if supports_multilabel(s.loss, s.kwargs)]
+
+
+def _regions_message(trainer: str, loss: str, dataset: str) -> str:
+    from segbalance.monai_losses.registry import multilabel_names
+
+    working = _region_trainers()
     return (
         f"{dataset} is region-based (dataset.json has 'regions_class_order'; nnU-Net trains it with sigmoid "
         f"outputs and one-hot region targets), but {trainer}'s loss {loss!r} has no per-channel sigmoid "

@@ -83,15 +83,15 @@ _ROWS: list[tuple[str, str, dict, str]] = [
         "HDDTDiceCE",
         "dice_ce_hd_dt",
         {},
-        "(1 − α)·(foreground Dice + CE) + α·HD-DT (004 §4.2), α = 0.01 + 0.01·epoch: the HD-DT trainer"
-        " to use.",
+        "(1 − α)·(foreground Dice + CE) + α·HD-DT (004 §4.2), α = 0.01 + 0.01·epoch (uncapped;"
+        " HDDTDiceCECap is the HD-DT trainer to use).",
     ),
     (
         "HDDTDiceCECap",
         "dice_ce_hd_dt",
         {"alpha_max": 0.1},
-        "As HDDTDiceCE with α capped at 0.1 (α = 0.01 + 0.01·epoch ≤ 0.1): the region term keeps"
-        " teaching the small lesions while HD-DT sharpens them.",
+        "As HDDTDiceCE with α capped at 0.1 (α = 0.01 + 0.01·epoch ≤ 0.1): the HD-DT trainer to use;"
+        " the region term keeps teaching the small lesions while HD-DT sharpens them.",
     ),
     (
         "ComboBeta09",

@@ -23,6 +23,12 @@ if ! python -c "import segbalance, monai, nnunetv2, edt, SimpleITK, nibabel, pyd
 skimage, PIL, tqdm, matplotlib, submitit, pytest, xdist" >/dev/null 2>&1; then
   python -m pip install -q -e ".[dev]"
 fi
+# rt-utils, the test-only reference of the RTSTRUCT reader (tests/test_rtstruct_rasterization.py): it pins the
+# full opencv-python (GUI libraries) and a dataclasses backport, so it goes in without its pins, beside the
+# headless OpenCV it actually uses
+if ! python -c "import rt_utils, cv2" >/dev/null 2>&1; then
+  python -m pip install -q --no-deps "rt-utils>=1.2.7" opencv-python-headless
+fi
 python -c "import torch, torchvision, monai, nnunetv2, segbalance; print('segbalance', segbalance.__version__, \
 'env: torch', torch.__version__, '| torchvision', torchvision.__version__, '| monai', monai.__version__, \
 '| nnunetv2', __import__('importlib.metadata').metadata.version('nnunetv2'))"

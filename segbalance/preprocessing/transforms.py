@@ -446,6 +446,36 @@ class LabelProportionsd(MapTransform):
         return d
 
 
+def _label_spacing(label, spacing, spatial_dims: int) -> tuple[float, ...]:
+    """The spacing the maps of ``label`` use: the transform's ``spacing`` if given, else the MetaTensor's
+    ``pixdim``, else 1 per axis."""
+    if spacing is not None:
+        return normalize_spacing(spacing, spatial_dims)
+    if isinstance(label, MetaTensor):
+        return normalize_spacing([float(s) for s in label.pixdim[:spatial_dims]], spatial_dims)
+    return (1.0,) * spatial_dims
+
+
+def _channel_first_label(label, owner: str, num_classes: int | None) -> torch.Tensor:
+    """``label`` as a plain channel-first tensor ``(C, H, W)`` or ``(C, D, H, W)``; a ``(1, *spatial)`` label
+    map needs ``num_classes`` and values in ``[0, num_classes)``. Errors name the transform ``owner``."""
+    data = torch.as_tensor(np.asarray(label) if not isinstance(label, torch.Tensor) else label)
+    if isinstance(data, MetaTensor):
+        data = data.as_tensor()
+    if data.ndim not in (3, 4):
+        raise ValueError(f"{owner}: label must be channel-first (C, H, W) or (C, D, H, W), "
+                         f"got {tuple(data.shape)}")
+    if data.shape[0] == 1 and num_classes is None:
+        raise ValueError(f"{owner}: num_classes is required for a (1, *spatial) label map "
+                         "(use 1 for a binary mask)")
+    if data.shape[0] == 1 and num_classes > 1:
+        labels = data[0].long()
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+            raise ValueError(f"{owner}: label values must lie in [0, {num_classes - 1}] for num_classes="
+                             f"{num_classes}, found [{int(labels.min())}, {int(labels.max())}]")
+    return data
+
+
 class SignedDistanceMapd(MapTransform):
     """Add the signed distance maps ``φ_G`` (:func:`segbalance.monai_losses.distance.signed_distance_map`)
     of ``keys``, for the boundary losses: ``loss(logits, batch["label"], dist=batch["dist"])``.
@@ -501,37 +531,14 @@ class SignedDistanceMapd(MapTransform):
         self.spacing = spacing
         self.method = method
 
-    def _spacing(self, label, spatial_dims: int) -> tuple[float, ...]:
-        if self.spacing is not None:
-            return normalize_spacing(self.spacing, spatial_dims)
-        if isinstance(label, MetaTensor):
-            return normalize_spacing([float(s) for s in label.pixdim[:spatial_dims]], spatial_dims)
-        return (1.0,) * spatial_dims
-
     def maps(self, label) -> torch.Tensor:
         """Signed maps ``(C, *spatial)`` of one channel-first label."""
-        data = torch.as_tensor(np.asarray(label) if not isinstance(label, torch.Tensor) else label)
-        if isinstance(data, MetaTensor):
-            data = data.as_tensor()
-        if data.ndim not in (3, 4):
-            raise ValueError(
-                f"label must be channel-first (C, H, W) or (C, D, H, W), got {tuple(data.shape)}"
-            )
-        if data.shape[0] == 1 and self.num_classes is not None and self.num_classes > 1:
-            labels = data[0].long()
-            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
-                raise ValueError(
-                    f"label values must lie in [0, {self.num_classes - 1}] for "
-                    f"num_classes={self.num_classes}, found [{int(labels.min())}, {int(labels.max())}]"
-                )
-            onehot = torch.nn.functional.one_hot(labels, self.num_classes).movedim(-1, 0)
-        elif data.shape[0] == 1 and self.num_classes is None:
-            raise ValueError(
-                "num_classes is required for a (1, *spatial) label map (use 1 for a binary mask)"
-            )
+        data = _channel_first_label(label, type(self).__name__, self.num_classes)
+        if data.shape[0] == 1 and self.num_classes > 1:
+            onehot = torch.nn.functional.one_hot(data[0].long(), self.num_classes).movedim(-1, 0)
         else:
             onehot = data
-        spacing = self._spacing(label, data.ndim - 1)
+        spacing = _label_spacing(label, self.spacing, data.ndim - 1)
         return signed_distance_map(onehot[None], spacing, method=self.method)[0]
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
@@ -621,39 +628,17 @@ class InstanceMapsd(MapTransform):
             kwargs.setdefault("spacing", loss.spacing)
         return cls(keys, kind, num_classes=num_classes, **kwargs)
 
-    def _spacing(self, label, spatial_dims: int) -> tuple[float, ...]:
-        if self.spacing is not None:
-            return normalize_spacing(self.spacing, spatial_dims)
-        if isinstance(label, MetaTensor):
-            return normalize_spacing([float(s) for s in label.pixdim[:spatial_dims]], spatial_dims)
-        return (1.0,) * spatial_dims
-
     def maps(self, label) -> torch.Tensor:
         """Maps ``(C, *spatial)`` int64 of one channel-first label."""
         from segbalance.monai_losses.instance_maps import channel_maps
 
-        data = torch.as_tensor(np.asarray(label) if not isinstance(label, torch.Tensor) else label)
-        if isinstance(data, MetaTensor):
-            data = data.as_tensor()
-        if data.ndim not in (3, 4):
-            raise ValueError(
-                "InstanceMapsd: label must be channel-first (C, H, W) or (C, D, H, W), "
-                f"got {tuple(data.shape)}"
-            )
-        if data.shape[0] == 1 and self.num_classes is None:
-            raise ValueError("InstanceMapsd: num_classes is required for a (1, *spatial) label map "
-                             "(use 1 for a binary mask)")
+        data = _channel_first_label(label, "InstanceMapsd", self.num_classes)
         if data.shape[0] == 1 and self.num_classes > 1:
             labels = data[0].long()
-            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
-                raise ValueError(
-                    f"InstanceMapsd: label values must lie in [0, {self.num_classes - 1}] for num_classes="
-                    f"{self.num_classes}, found [{int(labels.min())}, {int(labels.max())}]"
-                )
             masks = [(labels == c).numpy() for c in range(self.num_classes)]
         else:
             masks = [(data[c] > 0.5).numpy() for c in range(data.shape[0])]
-        spacing = self._spacing(label, data.ndim - 1)
+        spacing = _label_spacing(label, self.spacing, data.ndim - 1)
         first = 0 if self.include_background or len(masks) == 1 else 1
         out = np.zeros((len(masks), *data.shape[1:]), dtype=np.int64)
         for c in range(first, len(masks)):

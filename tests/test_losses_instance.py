@@ -73,6 +73,23 @@ def test_voronoi_uses_spacing_and_many_components_path():
     np.testing.assert_array_equal(regions[0], expected)
 
 
+def test_voronoi_region_is_a_nearest_component_everywhere():
+    """Against brute force (the distance to every component, scipy's exact EDT in float64): each voxel's
+    region is a component at the smallest distance; where two are equally near either may win."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(7)
+    mask = rng.random((9, 17, 15)) > 0.985
+    ids, n = component_ids(mask)
+    assert n >= 3
+    spacing = (2.5, 0.8, 0.7)
+    regions = voronoi_regions(ids, n, spacing)
+    dist = np.stack([ndimage.distance_transform_edt(ids != j, sampling=spacing) for j in range(1, n + 1)])
+    assigned = np.take_along_axis(dist, (regions - 1)[None].astype(np.int64), 0)[0]
+    np.testing.assert_allclose(assigned, dist.min(0), rtol=1e-12, atol=1e-12)
+    assert (regions[ids > 0] == ids[ids > 0]).all()  # a component's own voxels are its region
+
+
 # ---------------------------------------------------------------------------------------------- blob loss
 
 

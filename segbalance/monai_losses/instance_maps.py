@@ -27,8 +27,6 @@ __all__ = ["MAP_KINDS", "component_ids", "voronoi_regions", "channel_maps", "ins
 
 #: what a loss's ``instance_maps`` asks for
 MAP_KINDS = ("components", "voronoi")
-#: up to this many components, the Voronoi regions come from one ``edt`` call per component
-_EDT_LOOP_MAX = 8
 _ID_DTYPE_MAX = np.iinfo(np.int16).max  # nnU-Net carries the maps as int16 segmentation channels
 
 
@@ -58,7 +56,12 @@ def component_ids(mask: np.ndarray) -> tuple[np.ndarray, int]:
 def voronoi_regions(
     ids: np.ndarray, n: int | None = None, spacing: Sequence[float] | None = None
 ) -> np.ndarray:
-    """The Voronoi region map of component ``ids`` (0 = no component): each voxel gets its nearest id."""
+    """The Voronoi region map of component ``ids`` (0 = no component): each voxel gets its nearest id.
+
+    One exact Euclidean feature transform (scipy's ``distance_transform_edt(..., return_indices=True)``,
+    with ``spacing``) finds each voxel's nearest component voxel for all components at once; a voxel
+    equidistant from two components gets one of them. One ``edt`` per component took 2.6–10× as long at
+    2–16 components (``benchmarks/voronoi.py``, docs/benchmarks.md)."""
     ids = np.asarray(ids)
     n = int(ids.max()) if n is None else int(n)
     if n <= 0:
@@ -66,17 +69,6 @@ def voronoi_regions(
     if n == 1:
         return np.ones(ids.shape, dtype=np.int32)
     spacing = tuple(float(s) for s in (spacing or (1.0,) * ids.ndim))
-    if n <= _EDT_LOOP_MAX:
-        import edt
-
-        best = np.full(ids.shape, np.inf, dtype=np.float32)
-        region = np.zeros(ids.shape, dtype=np.int32)
-        for j in range(1, n + 1):
-            d = edt.edtsq(np.ascontiguousarray(ids != j), anisotropy=spacing, parallel=1)
-            closer = d < best  # strict: ties keep the lower id
-            best[closer] = d[closer]
-            region[closer] = j
-        return region
     from scipy import ndimage
 
     idx = ndimage.distance_transform_edt(

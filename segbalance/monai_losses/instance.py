@@ -23,7 +23,7 @@ sigmoid), ``log(1 − p)`` computed stably. Ignored voxels (``ignore_index``) be
 (channel ``c``: the maps of target channel ``c``; 0 = none), made by
 ``segbalance.preprocessing.InstanceMapsd`` (MONAI) or the nnU-Net trainers' data-loader transform, all
 with :mod:`.instance_maps`. Called without them the loss computes them from the target on the CPU (cc3d,
-edt) on every call and warns once: fine for tests and ad-hoc use, slow in a training loop.
+scipy) on every call and warns once: fine for tests and ad-hoc use, slow in a training loop.
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@ this module holds the one implementation both use and the loss falls back to whe
   project's lesion default), ids ``1..N`` in scan order, 0 outside. cc3d when installed (``[io]`` extra),
   else ``scipy.ndimage.label`` with the full structuring element: the same partition.
 * :func:`voronoi_regions`: every voxel gets the id of its nearest component (Euclidean distance in
-  ``spacing`` units, ties to the lower id): one region per component covering the whole image; all 0
-  when there is no component. One ``edt`` transform per component (few components) or scipy's feature
-  transform (many).
+  ``spacing`` units; a voxel equidistant from two components gets one of them): one region per component
+  covering the whole image; all 0 when there is no component. One scipy feature transform for all
+  components.
 * :func:`instance_maps`: both, per channel of a ``(B, C, *spatial)`` one-hot target, as the loss reads
   them.
 """

@@ -456,9 +456,13 @@ def _label_spacing(label, spacing, spatial_dims: int) -> tuple[float, ...]:
     return (1.0,) * spatial_dims
 
 
-def _channel_first_label(label, owner: str, num_classes: int | None) -> torch.Tensor:
-    """``label`` as a plain channel-first tensor ``(C, H, W)`` or ``(C, D, H, W)``; a ``(1, *spatial)`` label
-    map needs ``num_classes`` and values in ``[0, num_classes)``. Errors name the transform ``owner``."""
+def _channel_first_label(
+    label, owner: str, num_classes: int | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(data, labels)``: ``label`` as a plain channel-first tensor ``(C, H, W)`` or ``(C, D, H, W)``,
+    and for a ``(1, *spatial)`` label map of ``num_classes > 1`` classes its int64 map ``(*spatial)``
+    (else ``None``). A label map needs ``num_classes`` and values in ``[0, num_classes)``. Errors name
+    the transform ``owner``."""
     data = torch.as_tensor(np.asarray(label) if not isinstance(label, torch.Tensor) else label)
     if isinstance(data, MetaTensor):
         data = data.as_tensor()
@@ -468,12 +472,13 @@ def _channel_first_label(label, owner: str, num_classes: int | None) -> torch.Te
     if data.shape[0] == 1 and num_classes is None:
         raise ValueError(f"{owner}: num_classes is required for a (1, *spatial) label map "
                          "(use 1 for a binary mask)")
-    if data.shape[0] == 1 and num_classes > 1:
-        labels = data[0].long()
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-            raise ValueError(f"{owner}: label values must lie in [0, {num_classes - 1}] for num_classes="
-                             f"{num_classes}, found [{int(labels.min())}, {int(labels.max())}]")
-    return data
+    if data.shape[0] != 1 or num_classes == 1:
+        return data, None
+    labels = data[0].long()
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"{owner}: label values must lie in [0, {num_classes - 1}] for num_classes="
+                         f"{num_classes}, found [{int(labels.min())}, {int(labels.max())}]")
+    return data, labels
 
 
 class SignedDistanceMapd(MapTransform):
@@ -533,9 +538,9 @@ class SignedDistanceMapd(MapTransform):
 
     def maps(self, label) -> torch.Tensor:
         """Signed maps ``(C, *spatial)`` of one channel-first label."""
-        data = _channel_first_label(label, type(self).__name__, self.num_classes)
-        if data.shape[0] == 1 and self.num_classes > 1:
-            onehot = torch.nn.functional.one_hot(data[0].long(), self.num_classes).movedim(-1, 0)
+        data, labels = _channel_first_label(label, type(self).__name__, self.num_classes)
+        if labels is not None:
+            onehot = torch.nn.functional.one_hot(labels, self.num_classes).movedim(-1, 0)
         else:
             onehot = data
         spacing = _label_spacing(label, self.spacing, data.ndim - 1)
@@ -632,9 +637,8 @@ class InstanceMapsd(MapTransform):
         """Maps ``(C, *spatial)`` int64 of one channel-first label."""
         from segbalance.monai_losses.instance_maps import channel_maps
 
-        data = _channel_first_label(label, "InstanceMapsd", self.num_classes)
-        if data.shape[0] == 1 and self.num_classes > 1:
-            labels = data[0].long()
+        data, labels = _channel_first_label(label, "InstanceMapsd", self.num_classes)
+        if labels is not None:
             masks = [(labels == c).numpy() for c in range(self.num_classes)]
         else:
             masks = [(data[c] > 0.5).numpy() for c in range(data.shape[0])]

@@ -2,7 +2,7 @@
 
 :class:`InstanceMapsTransform` is a batchgeneratorsv2 transform that appends, per sample, one int16 channel
 per network output channel to ``segmentation``: the connected-component ids (blob loss) or the Voronoi
-regions of the components (CC-DiceCE) of that class in the augmented label map, computed with cc3d / edt
+regions of the components (CC-DiceCE) of that class in the augmented label map, computed with cc3d / scipy
 (:mod:`segbalance.monai_losses.instance_maps`) at the patch's resolution and spacing. It runs after
 nnU-Net's spatial and intensity transforms and **before** ``DownsampleSegForDSTransform``, so every
 deep-supervision scale receives the maps downsampled by the same nearest-neighbour sampling as its
